@@ -1,0 +1,1 @@
+"""Thin DVC stage scripts: read params, call the `skdcgn` library, write outputs, metrics and plots."""

@@ -1,0 +1,18 @@
+"""Stage compose: the three students draw counterfactuals, each IM with its own noise and class."""
+
+from pipeline.common import DATA, setup_torch, stage_args, staging
+from skdcgn.compose import sample_students
+
+
+def main() -> None:
+    params, _ = stage_args(with_im=False)
+    setup_torch()
+    settings = params.compose
+    with staging(DATA / "counterfactuals") as out:
+        sample_students(DATA / "students", settings.n, params.seed, shards=out / "shards", grid=out / "grid.png",
+                        shard_size=settings.shard_size, batch_size=settings.batch_size,
+                        grid_columns=settings.grid_columns)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,92 @@
+"""Stage distill@<im>: train the student of one mechanism on its teacher samples.
+
+Writes the student checkpoint, a DVCLive directory (training curves, held-out fidelity next to the trivial
+per-class-mean baseline, parameter counts) and a teacher-over-student grid of held-out samples.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from dvclive import Live
+
+from pipeline.common import DATA, setup_torch, stage_args, staging
+from skdcgn.metrics import class_mean_images, fidelity
+from skdcgn.grids import save_grid
+from skdcgn.losses import LossWeights
+from skdcgn.seeds import stream_seed
+from skdcgn.shards import decode_images, load_dataset, read_meta
+from skdcgn.students import ProjectionDiscriminator, StudentGenerator, count_parameters, save_student
+from skdcgn.teachers.base import CHANNELS, VALUE_RANGE
+from skdcgn.train import PairedSamples, TrainSettings, distill, predict
+
+GRID_SAMPLES = 20
+
+
+class LiveCallback:
+    """Routes the training loop's reports into DVCLive; the library itself never imports dvclive."""
+
+    def __init__(self, live: Live):
+        self.live = live
+
+    def on_log(self, step: int, values: dict[str, float]) -> None:
+        self._log(step, {f"train/{name}": value for name, value in values.items()})
+
+    def on_eval(self, step: int, metrics: dict[str, float]) -> None:
+        self._log(step, {f"heldout/{name}": value for name, value in metrics.items()})
+
+    def _log(self, step: int, values: dict[str, float]) -> None:
+        self.live.step = step
+        for name, value in values.items():
+            self.live.log_metric(name, value)
+
+
+def main() -> None:
+    params, im = stage_args(with_im=True)
+    device = setup_torch()
+    settings = params.train_for(im)
+    source = DATA / "teacher" / im
+    info = read_meta(source / "train")["info"]
+    teacher = info["teacher"]
+    train = PairedSamples.from_dataset(load_dataset(source / "train"), device)
+    heldout = PairedSamples.from_dataset(load_dataset(source / "heldout"), device)
+
+    torch.manual_seed(stream_seed(params.seed, "distill", im))
+    student = StudentGenerator(im, teacher["z_dims"][im], teacher["num_classes"], teacher["image_size"],
+                               settings.student_widths).to(device)
+    disc = ProjectionDiscriminator(CHANNELS[im], teacher["num_classes"], settings.disc_widths).to(device)
+    train_settings = TrainSettings(
+        steps=settings.steps, batch_size=settings.batch_size, lr=settings.lr, betas=tuple(settings.betas),
+        lr_decay=settings.lr_decay, log_every=settings.log_every, eval_every=settings.eval_every,
+        seed=stream_seed(params.seed, "batches", im))
+
+    with staging(DATA / "students" / im) as out:
+        with Live(str(out / "live"), dvcyaml=False, save_dvc_exp=False) as live:
+            distill(student, disc, train, heldout, LossWeights(**vars(params.loss)), train_settings,
+                    LiveCallback(live))
+            live.summary["baseline"] = class_mean_baseline(im, train, heldout)
+            live.summary["parameters"] = {"student": count_parameters(student),
+                                          "teacher": info["teacher_parameters"]}
+        save_student(out / "student.pt", student.cpu(), teacher)
+        save_teacher_student_grid(out / "grid.png", student, heldout)
+
+
+def class_mean_baseline(im: str, train: PairedSamples, heldout: PairedSamples) -> dict[str, float]:
+    """Fidelity of predicting each class's mean teacher image: what a lookup table reaches without learning."""
+    means = class_mean_images(train.images.cpu(), train.y.cpu(), len(train.y.unique()))
+    means = decode_images(means, train.value_range)
+    target = decode_images(heldout.images.cpu(), heldout.value_range)
+    return fidelity(im, means[heldout.y.cpu()], target)
+
+
+def save_teacher_student_grid(path: Path, student: StudentGenerator, heldout: PairedSamples) -> None:
+    # Two samples per class: the row pair shows what the student gets right and where it blurs.
+    index = torch.cat([torch.nonzero(heldout.y.cpu() == c)[:2, 0] for c in range(student.num_classes)])
+    z, y, teacher_images = heldout.batch(index[:GRID_SAMPLES].to(heldout.y.device))
+    student_images = predict(student.eval(), z.cpu(), y.cpu())
+    save_grid(path, [teacher_images.cpu(), student_images], VALUE_RANGE[student.config["im"]])
+
+
+if __name__ == "__main__":
+    main()

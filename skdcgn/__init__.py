@@ -1,0 +1,3 @@
+"""SKDCGN: distill a black-box Counterfactual Generative Network into one small student GAN per mechanism."""
+
+IMS = ("shape", "texture", "background")

@@ -1,0 +1,3 @@
+from skdcgn.cli import app
+
+app(prog_name="skdcgn")

@@ -1,0 +1,49 @@
+"""`skdcgn`: what users do outside DVC, one command per action."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
+
+
+@app.command()
+def sample(
+    students: Path = typer.Option(Path("data/students"), help="Folder with shape/, texture/, background/ students."),
+    n: int = typer.Option(100, min=1, help="How many counterfactuals."),
+    seed: int = typer.Option(0, min=0, help="Seed of the counterfactual inputs."),
+    grid: Path = typer.Option(None, help="Write a PNG grid of the first columns**2 counterfactuals here."),
+    shards: Path = typer.Option(None, help="Write all n counterfactuals as WebDataset shards into this folder."),
+    columns: int = typer.Option(10, min=1, help="Grid columns (and rows)."),
+    shard_size: int = typer.Option(5000, min=1, help="Samples per shard."),
+) -> None:
+    """Draw counterfactuals from trained students: each mechanism with its own noise and class."""
+    if not grid and not shards:
+        _fail("give --grid PATH and/or --shards DIR: nothing to write")
+    from skdcgn.compose import sample_students
+
+    try:
+        sample_students(students, n, seed, shards=shards, grid=grid, shard_size=shard_size, grid_columns=columns)
+    except ValueError as error:
+        _fail(str(error))
+    typer.echo(f"wrote {n} counterfactuals" + (f" to {shards}" if shards else "") + (f", grid {grid}" if grid else ""))
+
+
+@app.command()
+def validate(directories: list[Path] = typer.Argument(..., help="Shard dataset folders (with dataset.json).")) -> None:
+    """Check shards against their manifest: count, bytes, sha256, tar end blocks, every sample's members."""
+    from skdcgn.shards import ShardError, validate as check
+
+    for directory in directories:
+        try:
+            meta = check(directory)
+        except ShardError as error:
+            _fail(str(error))
+        typer.echo(f"ok {directory}: {meta['num_samples']} samples")
+
+
+def _fail(message: str) -> None:
+    typer.echo(f"error: {message}", err=True)
+    raise typer.Exit(2)

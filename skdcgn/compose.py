@@ -1,0 +1,84 @@
+"""Counterfactual composition: x = m * f + (1 - m) * b, each mechanism with its own noise and its own class.
+
+A mechanism is anything that maps (z, y) to an image: a teacher head (`functools.partial(teacher, im)`) or a
+student generator. Teacher and student counterfactuals are therefore drawn by the very same code from the
+very same inputs, and differ only in the networks.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Callable
+
+import torch
+
+from skdcgn import IMS
+from skdcgn.grids import save_grid
+from skdcgn.progress import progress
+from skdcgn.seeds import generator
+from skdcgn.shards import writing_dataset
+from skdcgn.students import load_students
+
+Mechanism = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+COMPOSITE_RANGE = (-1.0, 1.0)
+
+
+def compose(mask: torch.Tensor, foreground: torch.Tensor, background: torch.Tensor) -> torch.Tensor:
+    """Eq. 1 of the CGN paper; the 1-channel mask broadcasts over the colour channels."""
+    return mask * foreground + (1.0 - mask) * background
+
+
+def draw_inputs(n: int, z_dims: dict[str, int], num_classes: int, generator: torch.Generator,
+                factual: bool = False) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+    """Per-IM (z, y). Counterfactual: every IM draws its own class. Factual: all follow the shape's class."""
+    inputs = {}
+    for im in IMS:
+        y = inputs["shape"][1] if factual and im != "shape" else torch.randint(num_classes, (n,), generator=generator)
+        inputs[im] = (torch.randn(n, z_dims[im], generator=generator), y)
+    return inputs
+
+
+def counterfactual_inputs(z_dims: dict[str, int], num_classes: int, n: int, seed: int) -> dict:
+    """A run's counterfactual inputs: students and teacher draw theirs from this one stream, so they are equal."""
+    return draw_inputs(n, z_dims, num_classes, generator(seed, "counterfactuals"))
+
+
+@torch.no_grad()
+def render(mechanisms: dict[str, Mechanism], inputs: dict, start: int, stop: int) -> torch.Tensor:
+    """Composites for rows start:stop of `inputs` (float, in [-1, 1], on the CPU)."""
+    parts = {im: mechanisms[im](z[start:stop], y[start:stop]).float().cpu() for im, (z, y) in inputs.items()}
+    return compose(parts["shape"], parts["texture"], parts["background"])
+
+
+def render_all(mechanisms: dict[str, Mechanism], inputs: dict, chunk: int = 1000) -> torch.Tensor:
+    n = len(inputs["shape"][1])
+    return torch.cat([render(mechanisms, inputs, i, min(i + chunk, n)) for i in range(0, n, chunk)])
+
+
+def write_counterfactuals(directory: Path, mechanisms: dict[str, Mechanism], inputs: dict, shard_size: int,
+                          info: dict, chunk: int = 1000, advance=None) -> None:
+    """Shards of composites labelled with the shape's class; every IM's z and class travel with the image."""
+    n = len(inputs["shape"][1])
+    with writing_dataset(directory, shard_size=shard_size, value_range=COMPOSITE_RANGE, info=info) as writer:
+        for start in range(0, n, chunk):
+            stop = min(start + chunk, n)
+            arrays = {f"z_{im}": z[start:stop] for im, (z, _) in inputs.items()}
+            arrays.update({f"y_{im}": y[start:stop] for im, (_, y) in inputs.items()})
+            writer.add_batch([f"{i:08d}" for i in range(start, stop)], inputs["shape"][1][start:stop],
+                             render(mechanisms, inputs, start, stop), arrays)
+            if advance:
+                advance(stop - start)
+
+
+def sample_students(students_dir: Path, n: int, seed: int, *, shards: Path | None = None, grid: Path | None = None,
+                    shard_size: int = 5000, batch_size: int = 1000, grid_columns: int = 10) -> None:
+    """Counterfactuals from a trained set of students into shards and/or a PNG grid (compose stage and CLI)."""
+    students, teacher = load_students(students_dir)
+    z_dims = {im: student.config["z_dim"] for im, student in students.items()}
+    inputs = counterfactual_inputs(z_dims, students["shape"].num_classes, n, seed)
+    if shards:
+        with progress("compose", n, every=batch_size) as advance:
+            write_counterfactuals(shards, students, inputs, shard_size, {"teacher": teacher}, batch_size, advance)
+    if grid:
+        images = render(students, inputs, 0, min(n, grid_columns**2))
+        save_grid(grid, list(images.split(grid_columns)), COMPOSITE_RANGE)

@@ -1,0 +1,94 @@
+"""The distillation objective of SKDCGN (after TinyGAN), with the KL term made real.
+
+Generator:      feature_weight * L_feat + pixel_weight * L_pix + adversarial_weight * L_adv + kl_weight * L_KL
+Discriminator:  hinge loss, teacher images as "real", student images as "fake".
+
+The seed code computed a KL term and never added it to the loss; here it is a weighted term like the others.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+PIXEL_LOSSES = ("l1", "l2")
+
+
+@dataclass(frozen=True)
+class LossWeights:
+    pixel: str = "l1"
+    pixel_weight: float = 1.0
+    adversarial_weight: float = 0.01
+    feature_weight: float = 1.0
+    kl_weight: float = 0.0
+    kl_temperature: float = 4.0
+
+    def __post_init__(self) -> None:
+        if self.pixel not in PIXEL_LOSSES:
+            raise ValueError(f"pixel loss {self.pixel!r}; allowed: {', '.join(PIXEL_LOSSES)}")
+        for name in ("pixel_weight", "adversarial_weight", "feature_weight", "kl_weight"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} = {getattr(self, name)}; allowed: a number >= 0")
+        if self.kl_temperature <= 0:
+            raise ValueError(f"kl_temperature = {self.kl_temperature}; allowed: a number > 0")
+
+
+def pixel_loss(student: torch.Tensor, teacher: torch.Tensor, kind: str) -> torch.Tensor:
+    difference = student - teacher
+    return difference.abs().mean() if kind == "l1" else difference.square().mean()
+
+
+def layer_weights(num_layers: int) -> list[float]:
+    """TinyGAN's per-layer weights, shallow to deep: 1/32, 1/16, 1/8, 1/4, 1 for five layers.
+
+    Deep features carry the class and layout that matter most; shallow ones mostly repeat the pixel loss.
+    """
+    return [2.0 ** -(num_layers - i) for i in range(num_layers - 1)] + [1.0]
+
+
+def feature_loss(teacher_features: list[torch.Tensor], student_features: list[torch.Tensor]) -> torch.Tensor:
+    weights = layer_weights(len(teacher_features))
+    return sum(w * (t - s).abs().mean() for w, t, s in zip(weights, teacher_features, student_features))
+
+
+def kl_loss(teacher_features: list[torch.Tensor], student_features: list[torch.Tensor],
+            temperature: float) -> torch.Tensor:
+    """KL(teacher || student) of discriminator features, as distributions over channels at each position.
+
+    Each position's channel vector is softened by `temperature` and turned into a distribution with a softmax;
+    the KL is averaged over batch and positions, weighted per layer like the feature loss, and scaled by
+    temperature**2 so its gradient keeps the same size whatever the temperature (Hinton et al., 2015).
+    """
+    total = 0.0
+    for weight, teacher, student in zip(layer_weights(len(teacher_features)), teacher_features, student_features):
+        target = F.log_softmax(teacher.float() / temperature, dim=1)
+        predicted = F.log_softmax(student.float() / temperature, dim=1)
+        per_position = (target.exp() * (target - predicted)).sum(dim=1)
+        total = total + weight * per_position.mean()
+    return total * temperature**2
+
+
+def discriminator_loss(teacher_logits: torch.Tensor, student_logits: torch.Tensor) -> torch.Tensor:
+    return F.relu(1.0 - teacher_logits).mean() + F.relu(1.0 + student_logits).mean()
+
+
+def generator_loss(weights: LossWeights, student_images: torch.Tensor, teacher_images: torch.Tensor,
+                   student_out: tuple, teacher_out: tuple) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """Total generator loss and its parts; `*_out` are (logit, features) from the discriminator.
+
+    Teacher features are targets: they are detached, so only the student moves to match them.
+    """
+    student_logits, student_features = student_out
+    teacher_features = [f.detach() for f in teacher_out[1]]
+    parts = {
+        "pixel": pixel_loss(student_images.float(), teacher_images.float(), weights.pixel),
+        "adversarial": -student_logits.float().mean(),
+        "feature": feature_loss(teacher_features, student_features),
+        "kl": kl_loss(teacher_features, student_features, weights.kl_temperature),
+    }
+    total = (weights.pixel_weight * parts["pixel"] + weights.adversarial_weight * parts["adversarial"]
+             + weights.feature_weight * parts["feature"] + weights.kl_weight * parts["kl"])
+    # Parts stay tensors: turning them into floats every step would stall a GPU; the loop does it when it logs.
+    return total, {name: torch.as_tensor(value).detach() for name, value in parts.items()}

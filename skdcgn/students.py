@@ -1,0 +1,155 @@
+"""TinyGAN-style student generator and spectral-norm projection discriminator, plus self-describing checkpoints.
+
+The student replaces one teacher mechanism, so it takes exactly the teacher's inputs (that mechanism's noise z
+and the class y) and returns an image in the same value range. It is meant to be much smaller than the teacher:
+depthwise-separable convolutions and class-conditional BatchNorm carry the class at every resolution cheaply.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.nn.utils.parametrizations import spectral_norm
+
+from skdcgn import IMS
+from skdcgn.teachers.base import CHANNELS, VALUE_RANGE
+
+CHECKPOINT_FORMAT = 1
+
+
+class ConditionalBatchNorm(nn.Module):
+    """BatchNorm whose gain and bias come from the class: the class steers every block, not only the input."""
+
+    def __init__(self, channels: int, num_classes: int):
+        super().__init__()
+        self.norm = nn.BatchNorm2d(channels, affine=False)
+        self.gain = nn.Embedding(num_classes, channels)
+        self.bias = nn.Embedding(num_classes, channels)
+        nn.init.ones_(self.gain.weight)
+        nn.init.zeros_(self.bias.weight)
+
+    def forward(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        return self.norm(x) * self.gain(y)[:, :, None, None] + self.bias(y)[:, :, None, None]
+
+
+def separable_conv(in_channels: int, out_channels: int) -> nn.Sequential:
+    """Depthwise 3x3 then pointwise 1x1: about 9/out_channels of a full 3x3 convolution's weights."""
+    return nn.Sequential(
+        nn.Conv2d(in_channels, in_channels, 3, padding=1, groups=in_channels, bias=False),
+        nn.Conv2d(in_channels, out_channels, 1),
+    )
+
+
+class UpBlock(nn.Module):
+    """Residual block that doubles the resolution: CBN, ReLU, bilinear x2, separable conv, CBN, ReLU, conv."""
+
+    def __init__(self, in_channels: int, out_channels: int, num_classes: int):
+        super().__init__()
+        self.norm1 = ConditionalBatchNorm(in_channels, num_classes)
+        self.conv1 = separable_conv(in_channels, out_channels)
+        self.norm2 = ConditionalBatchNorm(out_channels, num_classes)
+        self.conv2 = separable_conv(out_channels, out_channels)
+        self.shortcut = nn.Conv2d(in_channels, out_channels, 1)
+
+    def forward(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        h = F.interpolate(F.relu(self.norm1(x, y)), scale_factor=2, mode="bilinear", align_corners=False)
+        h = self.conv2(F.relu(self.norm2(self.conv1(h), y)))
+        return h + self.shortcut(F.interpolate(x, scale_factor=2, mode="bilinear", align_corners=False))
+
+
+class StudentGenerator(nn.Module):
+    """(z, y) -> image of one mechanism; `widths[0]` channels at the base resolution, one up-block per later width."""
+
+    def __init__(self, im: str, z_dim: int, num_classes: int, image_size: int, widths: list[int]):
+        super().__init__()
+        self.config = {"im": im, "z_dim": z_dim, "num_classes": num_classes, "image_size": image_size,
+                       "widths": list(widths)}
+        self.base = image_size // 2 ** (len(widths) - 1)
+        if len(widths) < 2 or self.base * 2 ** (len(widths) - 1) != image_size or self.base < 1:
+            raise ValueError(f"student widths {widths}: need >= 2 widths and image_size {image_size} divisible "
+                             f"by 2**(len(widths) - 1)")
+        self.num_classes = num_classes
+        self.value_range = VALUE_RANGE[im]
+        # One-hot class next to z: the linear layer learns the class embedding itself.
+        self.stem = nn.Linear(z_dim + num_classes, widths[0] * self.base**2)
+        self.blocks = nn.ModuleList(UpBlock(a, b, num_classes) for a, b in zip(widths, widths[1:]))
+        self.head = nn.Sequential(nn.BatchNorm2d(widths[-1]), nn.ReLU(),
+                                  nn.Conv2d(widths[-1], CHANNELS[im], 3, padding=1))
+
+    def forward(self, z: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        inputs = torch.cat([z, F.one_hot(y, self.num_classes).to(z.dtype)], dim=1)
+        h = self.stem(inputs).view(len(z), -1, self.base, self.base)
+        for block in self.blocks:
+            h = block(h, y)
+        lo, hi = self.value_range
+        # Squash into the mechanism's range: sigmoid for masks, tanh for textures.
+        return lo + (hi - lo) * torch.sigmoid(self.head(h))
+
+
+class ProjectionDiscriminator(nn.Module):
+    """Strided spectral-norm convs, sum-pool, and a class projection head (Miyato & Koyama).
+
+    Returns the logit and the feature map after every conv stage: the feature-distillation and KL terms
+    compare teacher and student images in this learned feature space.
+    """
+
+    def __init__(self, in_channels: int, num_classes: int, widths: list[int]):
+        super().__init__()
+        channels = [in_channels] + list(widths)
+        self.stages = nn.ModuleList(
+            nn.Sequential(spectral_norm(nn.Conv2d(a, b, 4, stride=2, padding=1)), nn.LeakyReLU(0.01))
+            for a, b in zip(channels, channels[1:])
+        )
+        self.linear = spectral_norm(nn.Linear(widths[-1], 1))
+        self.embed = spectral_norm(nn.Embedding(num_classes, widths[-1]))
+
+    def forward(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        features = []
+        for stage in self.stages:
+            x = stage(x)
+            features.append(x)
+        pooled = x.sum(dim=(2, 3))
+        logit = self.linear(pooled).squeeze(1) + (self.embed(y) * pooled).sum(dim=1)
+        return logit, features
+
+
+def count_parameters(module: nn.Module) -> int:
+    return sum(p.numel() for p in module.parameters() if p.requires_grad)
+
+
+def save_student(path: Path, student: StudentGenerator, teacher_identity: dict) -> None:
+    """A checkpoint carries its own architecture and teacher, so loading needs nothing but the file."""
+    torch.save({"format": CHECKPOINT_FORMAT, "config": student.config, "teacher": teacher_identity,
+                "state_dict": student.state_dict()}, path)
+
+
+def load_student(path: Path, map_location: str | torch.device = "cpu") -> tuple[StudentGenerator, dict]:
+    """(student in eval mode, teacher identity); one clear error for anything that is not our checkpoint."""
+    try:
+        checkpoint = torch.load(path, map_location=map_location, weights_only=True)
+        if checkpoint.get("format") != CHECKPOINT_FORMAT:
+            raise KeyError("format")
+        student = StudentGenerator(**checkpoint["config"])
+        student.load_state_dict(checkpoint["state_dict"])
+    except FileNotFoundError:
+        raise ValueError(f"{path}: no such student checkpoint; run the distill stage first") from None
+    except Exception as error:  # torch raises many types for foreign or truncated files
+        raise ValueError(f"{path}: not an SKDCGN student checkpoint ({type(error).__name__}: "
+                         f"{str(error).splitlines()[0] if str(error) else 'bad content'})") from None
+    return student.eval(), checkpoint["teacher"]
+
+
+def load_students(directory: Path) -> tuple[dict[str, StudentGenerator], dict]:
+    """{im: student} from `<directory>/<im>/student.pt`, refusing a set that was not distilled from one teacher."""
+    students, teachers = {}, {}
+    for im in IMS:
+        path = Path(directory) / im / "student.pt"
+        students[im], teachers[im] = load_student(path)
+        if students[im].config["im"] != im:
+            raise ValueError(f"{path}: holds a {students[im].config['im']} student, expected {im}")
+    if len({repr(sorted(t.items())) for t in teachers.values()}) != 1:
+        raise ValueError(f"{directory}: the students were distilled from different teachers: {teachers}")
+    return students, teachers["shape"]

@@ -1,0 +1,119 @@
+import pytest
+import torch
+
+from skdcgn.losses import LossWeights, generator_loss, kl_loss, layer_weights, pixel_loss
+from skdcgn.students import (ProjectionDiscriminator, StudentGenerator, count_parameters, load_student,
+                             save_student)
+
+TEACHER = {"kind": "synthetic", "image_size": 32, "num_classes": 10}
+
+
+def make_student(im: str = "shape", widths=(64, 64, 32, 16)) -> StudentGenerator:
+    torch.manual_seed(0)
+    return StudentGenerator(im, z_dim=16, num_classes=10, image_size=32, widths=list(widths))
+
+
+@pytest.mark.parametrize("im, channels, low, high", [("shape", 1, 0, 1), ("texture", 3, -1, 1)])
+def test_student_output_shape_and_range(im, channels, low, high):
+    out = make_student(im)(torch.randn(8, 16) * 5, torch.arange(8))
+    assert out.shape == (8, channels, 32, 32)
+    assert out.min() >= low and out.max() <= high
+
+
+def test_default_student_is_smaller_than_the_cgn_mnist_mechanisms():
+    # CGN-MNIST: shape head ~195k parameters, each texture head ~232k.
+    assert count_parameters(make_student("shape")) < 195_000 / 2
+    assert count_parameters(make_student("texture")) < 232_000 / 2
+
+
+def test_student_uses_the_class():
+    student = make_student().eval()
+    z = torch.randn(1, 16).repeat(10, 1)
+    out = student(z, torch.arange(10))
+    assert (out[0] - out[1]).abs().max() > 0  # same noise, different class: a different image
+
+
+def test_bad_widths_are_refused():
+    with pytest.raises(ValueError, match="divisible"):
+        StudentGenerator("shape", 16, 10, 32, [64, 32, 16, 8, 4, 2, 1])
+
+
+def test_discriminator_returns_logit_and_one_feature_map_per_stage():
+    disc = ProjectionDiscriminator(3, 10, [16, 32, 64])
+    logit, features = disc(torch.randn(4, 3, 32, 32), torch.arange(4))
+    assert logit.shape == (4,)
+    assert [f.shape[1:] for f in features] == [(16, 16, 16), (32, 8, 8), (64, 4, 4)]
+
+
+def test_layer_weights_follow_tinygan():
+    assert layer_weights(5) == [1 / 32, 1 / 16, 1 / 8, 1 / 4, 1.0]
+    assert layer_weights(3) == [1 / 8, 1 / 4, 1.0]
+
+
+def test_pixel_losses():
+    a, b = torch.zeros(2, 1, 4, 4), torch.full((2, 1, 4, 4), 0.5)
+    assert pixel_loss(a, b, "l1") == pytest.approx(0.5)
+    assert pixel_loss(a, b, "l2") == pytest.approx(0.25)
+
+
+def test_kl_is_zero_for_equal_features_and_positive_otherwise():
+    features = [torch.randn(2, 8, 4, 4)]
+    assert kl_loss(features, features, 4.0) == pytest.approx(0.0, abs=1e-6)
+    assert kl_loss(features, [torch.randn(2, 8, 4, 4)], 4.0) > 0
+
+
+def student_gradient(kl_weight: float) -> list[torch.Tensor]:
+    student = make_student("texture")
+    torch.manual_seed(1)
+    disc = ProjectionDiscriminator(3, 10, [16, 32, 64])
+    z, y = torch.randn(8, 16), torch.arange(8)
+    teacher_images = torch.rand(8, 3, 32, 32) * 2 - 1
+    fake = student(z, y)
+    weights = LossWeights(kl_weight=kl_weight)
+    loss, parts = generator_loss(weights, fake, teacher_images, disc(fake, y), disc(teacher_images, y))
+    loss.backward()
+    assert parts["kl"] > 0
+    return [p.grad.clone() for p in student.parameters()]
+
+
+def test_kl_weight_changes_the_student_gradient():
+    # The seed code computed KL and never added it to the loss: its weight changed nothing. Here it must.
+    without, with_kl = student_gradient(0.0), student_gradient(0.5)
+    assert any(not torch.allclose(a, b) for a, b in zip(without, with_kl))
+    # ...and by exactly the gradient of the weighted KL term: the rest of the objective is unchanged.
+    doubled = student_gradient(1.0)
+    for a, b, c in zip(without, with_kl, doubled):
+        torch.testing.assert_close(c - a, 2 * (b - a), atol=1e-5, rtol=1e-3)
+
+
+def test_negative_weight_is_refused():
+    with pytest.raises(ValueError, match="kl_weight = -1"):
+        LossWeights(kl_weight=-1)
+
+
+def test_checkpoint_carries_its_config(tmp_path):
+    student = make_student("texture", widths=(32, 32, 16, 8))
+    save_student(tmp_path / "s.pt", student, TEACHER)
+    loaded, teacher = load_student(tmp_path / "s.pt")
+    assert teacher == TEACHER and loaded.config == student.config and not loaded.training
+    z, y = torch.randn(4, 16), torch.arange(4)
+    assert torch.equal(loaded(z, y), student.eval()(z, y))
+
+
+@pytest.mark.parametrize("content", [b"", b"garbage" * 100, None])
+def test_foreign_checkpoint_gets_one_clear_error(tmp_path, content):
+    path = tmp_path / "s.pt"
+    if content is None:
+        torch.save({"weights": torch.zeros(3)}, path)  # a torch file, but not a student
+    else:
+        path.write_bytes(content)
+    with pytest.raises(ValueError, match="not an SKDCGN student checkpoint"):
+        load_student(path)
+
+
+def test_truncated_checkpoint_is_refused(tmp_path):
+    save_student(tmp_path / "s.pt", make_student(), TEACHER)
+    data = (tmp_path / "s.pt").read_bytes()
+    (tmp_path / "s.pt").write_bytes(data[: len(data) // 2])
+    with pytest.raises(ValueError, match="not an SKDCGN student checkpoint"):
+        load_student(tmp_path / "s.pt")
