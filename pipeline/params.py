@@ -85,7 +85,7 @@ class Train:
     log_every: int = field(default=50, metadata=at_least(1))
     eval_every: int = field(default=500, metadata=at_least(1))
     student_widths: list[int] = field(default_factory=lambda: [64, 64, 32, 16], metadata=list_of(min=1))
-    disc_widths: list[int] = field(default_factory=lambda: [32, 64, 128], metadata=list_of(min=1))
+    disc_widths: list[int] = field(default_factory=lambda: [16, 32, 64], metadata=list_of(min=1))
 
 
 @dataclass(frozen=True)

@@ -60,8 +60,16 @@ class PairedSamples:
     def __len__(self) -> int:
         return len(self.y)
 
+    def class_means(self) -> torch.Tensor:
+        """(num_classes, channels) mean teacher value per class and channel."""
+        sums = torch.zeros(int(self.y.max()) + 1, self.images.shape[1], device=self.y.device, dtype=torch.float64)
+        sums.index_add_(0, self.y, self.images.double().mean(dim=(2, 3)))
+        counts = torch.bincount(self.y, minlength=len(sums)).clamp(min=1)[:, None]
+        return decode_images((sums / counts).float(), self.value_range)
+
     def batch(self, index: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        return self.z[index], self.y[index], decode_images(self.images[index], self.value_range)
+        images = decode_images(self.images[index], self.value_range)
+        return self.z[index], self.y[index], images.contiguous(memory_format=torch.channels_last)
 
 
 def batch_indices(num_samples: int, batch_size: int, seed: int, device) -> Iterator[torch.Tensor]:
@@ -95,6 +103,9 @@ def distill(student: StudentGenerator, disc: ProjectionDiscriminator, train: Pai
             callback: Callback | None = None) -> dict[str, float]:
     """Train `student` to imitate the teacher samples; returns its final held-out fidelity."""
     device = train.z.device
+    student.init_class_offset(train.class_means())
+    # channels_last, as in the student's forward: teacher images enter the discriminator in that layout too.
+    disc.to(memory_format=torch.channels_last)
     autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda")
     opt_g = torch.optim.Adam(student.parameters(), lr=settings.lr, betas=settings.betas)
     opt_d = torch.optim.Adam(disc.parameters(), lr=settings.lr, betas=settings.betas)

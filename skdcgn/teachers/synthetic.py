@@ -4,8 +4,8 @@ It lets sampling, distillation and evaluation run offline and in CI without the 
 still posing a real learning problem: each mechanism is a smooth, non-trivial function of its own noise, so a
 student has to model pose, handwriting-like deformation and texture rather than memorise ten images.
 
-Noise layout (each z ~ N(0, 1); every dimension passes through tanh or sigmoid, so outputs stay bounded and
-vary smoothly with z):
+Noise layout (each z ~ N(0, 1); every dimension enters through tanh or a sigmoid, the jitter ones after a fixed
+linear projection, so outputs stay bounded and vary smoothly with z):
     shape (16):      0-1 shift x/y, 2 rotation, 3 height, 4 width, 5 slant, 6 stroke width,
                      7 optional strokes (flag of 1, bar of 7, closed 4), 8-15 smooth per-point jitter
     texture (8):     0-2 angle/frequency/phase of wave A, 3-5 of wave B, 6 A/B mix, 7 amplitude
@@ -52,7 +52,7 @@ SKELETONS: dict[int, list[Stroke]] = {
     5: [[(0.3, -0.48), (-0.15, -0.48)] + _arc(0.0, 0.2, 0.28, 0.27, 235.0, 515.0, 9)],
     6: [[(0.2, -0.5), (0.0, -0.36), (-0.16, -0.15)] + _arc(0.0, 0.22, 0.26, 0.26, 200.0, -160.0, 12)],
     7: [
-        [(0.07, -0.5), (-0.05, 0.5)],
+        [(-0.3, -0.46), (0.3, -0.46), (-0.04, 0.5)],
         [(-0.02, 0.02, 0.13, 0.02), (0.28, 0.02, 0.13, 0.02)],
     ],
     8: [_arc(0.0, -0.25, 0.21, 0.23, -90.0, 270.0, 10), _arc(0.0, 0.24, 0.27, 0.25, -90.0, 270.0, 11)],
@@ -79,7 +79,8 @@ EDGE_PX = 1.0  # anti-aliasing band; stays one pixel at any image size
 JITTER_DIMS = 8
 JITTER_SEED = 20210412
 COLOUR_SCALE = 0.9  # leaves 0.1 of headroom for the patterns, so nothing needs clipping
-TEXTURE_CONSTANTS = {"freq_min": 2.0, "freq_range": 4.0, "amp": 0.07, "amp_range": 0.03}
+# Low frequencies (0.5 to 2.5 cycles per image): the real CGN-MNIST texture heads are nearly constant per class.
+TEXTURE_CONSTANTS = {"freq_min": 0.5, "freq_range": 2.0, "amp": 0.07, "amp_range": 0.03}
 BACKGROUND_CONSTANTS = {"amp": 0.1, "blob_sigma": 0.6, "blob_reach": 0.7}
 # Samples per distance-field chunk: keeps the (chunk, segments, H, W) work tensors cache-sized.
 SHAPE_CHUNK_PIXELS = 1 << 20
