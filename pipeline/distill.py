@@ -14,7 +14,6 @@ from dvclive import Live
 from pipeline.common import DATA, setup_torch, stage_args, staging
 from skdcgn.metrics import class_mean_images, fidelity
 from skdcgn.grids import save_grid
-from skdcgn.losses import LossWeights
 from skdcgn.seeds import stream_seed
 from skdcgn.shards import decode_images, load_dataset, read_meta
 from skdcgn.students import ProjectionDiscriminator, StudentGenerator, count_parameters, save_student
@@ -63,7 +62,7 @@ def main() -> None:
 
     with staging(DATA / "students" / im) as out:
         with Live(str(out / "live"), dvcyaml=False, save_dvc_exp=False) as live:
-            distill(student, disc, train, heldout, LossWeights(**vars(params.loss)), train_settings,
+            distill(student, disc, train, heldout, params.loss, train_settings,
                     LiveCallback(live))
             live.summary["baseline"] = class_mean_baseline(im, train, heldout)
             live.summary["parameters"] = {"student": count_parameters(student),

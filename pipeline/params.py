@@ -15,7 +15,7 @@ from pathlib import Path
 import yaml
 
 from skdcgn import IMS
-from skdcgn.losses import PIXEL_LOSSES
+from skdcgn.losses import LossWeights
 from skdcgn.teachers import TEACHER_KINDS
 from skdcgn.train import LR_DECAYS
 
@@ -66,16 +66,6 @@ class Generate:
 
 
 @dataclass(frozen=True)
-class Loss:
-    pixel: str = field(default="l1", metadata=one_of(PIXEL_LOSSES))
-    pixel_weight: float = field(default=1.0, metadata=at_least(0.0))
-    adversarial_weight: float = field(default=0.01, metadata=at_least(0.0))
-    feature_weight: float = field(default=1.0, metadata=at_least(0.0))
-    kl_weight: float = field(default=0.0, metadata=at_least(0.0))
-    kl_temperature: float = field(default=4.0, metadata=above(0.0))
-
-
-@dataclass(frozen=True)
 class Train:
     steps: int = field(default=1000, metadata=at_least(1))
     batch_size: int = field(default=64, metadata=at_least(1))
@@ -110,7 +100,7 @@ class Params:
     seed: int = field(default=0, metadata=at_least(0))
     teacher: Teacher = field(default_factory=Teacher)
     generate: Generate = field(default_factory=Generate)
-    loss: Loss = field(default_factory=Loss)
+    loss: LossWeights = field(default_factory=LossWeights)  # the library's own dataclass and rules
     train: Train = field(default_factory=Train)
     # Per-IM overrides of `train` keys, e.g. more steps for the shape mechanism.
     ims: dict[str, dict] = field(default_factory=lambda: {im: {} for im in IMS})

@@ -31,6 +31,34 @@ def sample(
     typer.echo(f"wrote {n} counterfactuals" + (f" to {shards}" if shards else "") + (f", grid {grid}" if grid else ""))
 
 
+@app.command("teacher-grid")
+def teacher_grid(
+    out: Path = typer.Argument(..., help="PNG file to write."),
+    kind: str = typer.Option("synthetic", help="Teacher kind."),
+    columns: int = typer.Option(10, min=1, help="Noise draws per class (one row per class)."),
+    seed: int = typer.Option(0, min=0, help="Seed of the noise."),
+    scale: int = typer.Option(4, min=1, help="Pixel upscaling of the PNG."),
+) -> None:
+    """Look at a teacher: one row per class, factual composites (texture and background follow the digit)."""
+    import torch
+
+    from skdcgn.compose import COMPOSITE_RANGE, render_all
+    from skdcgn.evaluation import teacher_mechanisms
+    from skdcgn.grids import save_grid
+    from skdcgn.teachers import make_teacher
+
+    try:
+        teacher = make_teacher(kind)
+    except ValueError as error:
+        _fail(str(error))
+    labels = torch.arange(teacher.num_classes).repeat_interleave(columns)
+    generator = torch.Generator().manual_seed(seed)
+    inputs = {im: (torch.randn(len(labels), dim, generator=generator), labels) for im, dim in teacher.z_dims.items()}
+    images = render_all(teacher_mechanisms(teacher), inputs)
+    save_grid(out, list(images.split(columns)), COMPOSITE_RANGE, scale=scale)
+    typer.echo(f"wrote {out}")
+
+
 @app.command()
 def validate(directories: list[Path] = typer.Argument(..., help="Shard dataset folders (with dataset.json).")) -> None:
     """Check shards against their manifest: count, bytes, sha256, tar end blocks, every sample's members."""

@@ -8,7 +8,7 @@ The seed code computed a KL term and never added it to the loss; here it is a we
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
@@ -18,12 +18,14 @@ PIXEL_LOSSES = ("l1", "l2")
 
 @dataclass(frozen=True)
 class LossWeights:
-    pixel: str = "l1"
-    pixel_weight: float = 1.0
-    adversarial_weight: float = 0.01
-    feature_weight: float = 1.0
-    kl_weight: float = 0.0
-    kl_temperature: float = 4.0
+    """The objective's knobs. Field metadata states what is allowed: params.yaml validation reads it too."""
+
+    pixel: str = field(default="l1", metadata={"choices": PIXEL_LOSSES})
+    pixel_weight: float = field(default=1.0, metadata={"min": 0.0})
+    adversarial_weight: float = field(default=0.01, metadata={"min": 0.0})
+    feature_weight: float = field(default=1.0, metadata={"min": 0.0})
+    kl_weight: float = field(default=0.0, metadata={"min": 0.0})
+    kl_temperature: float = field(default=4.0, metadata={"above": 0.0})
 
     def __post_init__(self) -> None:
         if self.pixel not in PIXEL_LOSSES:
