@@ -109,9 +109,10 @@ def distill(student: StudentGenerator, disc: ProjectionDiscriminator, train: Pai
     autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda")
     opt_g = torch.optim.Adam(student.parameters(), lr=settings.lr, betas=settings.betas)
     opt_d = torch.optim.Adam(disc.parameters(), lr=settings.lr, betas=settings.betas)
-    schedules = [torch.optim.lr_scheduler.LambdaLR(opt, _lr_factor(settings)) for opt in (opt_g, opt_d)]
     # A pixel-only objective needs no discriminator: skip its cost entirely.
     uses_disc = weights.adversarial_weight or weights.feature_weight or weights.kl_weight
+    schedules = [torch.optim.lr_scheduler.LambdaLR(opt, _lr_factor(settings))
+                 for opt in ((opt_g, opt_d) if uses_disc else (opt_g,))]
     sums: dict[str, torch.Tensor] = {}
     logged = 0
     student.train()
