@@ -1,4 +1,4 @@
-"""The classifier protocol as the reference and evaluate stages run it: same test set, same seeds, progress."""
+"""The classifier protocol as the reference and evaluate stages run it: same data, same seeds, progress."""
 
 from __future__ import annotations
 
@@ -6,14 +6,30 @@ from pathlib import Path
 
 import torch
 
+from pipeline.common import exit_on_error
 from pipeline.params import Params
-from skdcgn.evaluation import Labelled, train_and_test
+from skdcgn.evaluation import Labelled, factual_set, mnist_sets, ood_test_set, train_and_test
+from skdcgn.mnist import MnistUnavailable
 from skdcgn.progress import progress
+from skdcgn.teachers.base import Teacher
 
 
-def accuracy_on_test(name: str, train: Labelled, test: Labelled, params: Params) -> tuple[float, torch.Tensor]:
+def evaluation_sets(params: Params, teacher: Teacher, with_factual: bool) -> tuple[Labelled | None, Labelled]:
+    """(factual training set, or None when not asked for, and the OOD test set) from `evaluate.data`. Teacher
+    data: the factual set has as many images as the counterfactual sets. Real digits: the part not tested on."""
     settings = params.evaluate
-    with progress(f"classifier on {name} ({len(train[1])} images)", settings.epochs, every=1) as advance:
+    with exit_on_error(MnistUnavailable):
+        if settings.data == "mnist":
+            factual, test = mnist_sets(Path(settings.mnist_dir), teacher.variant, settings.test_size, params.seed,
+                                       Path(settings.textures_dir))
+            return (factual if with_factual else None), test
+        test = ood_test_set(teacher, settings.test_size, params.seed)
+        return (factual_set(teacher, params.compose.n, params.seed) if with_factual else None), test
+
+
+def scores_on_test(name: str, train: Labelled, test: Labelled, params: Params) -> tuple[dict, torch.Tensor]:
+    settings = params.evaluate
+    with progress(f"classifier on {name} ({len(train.labels)} images)", settings.epochs, every=1) as advance:
         return train_and_test(train, test, epochs=settings.epochs, batch_size=settings.batch_size,
                               lr=settings.lr, gamma=settings.gamma, seed=params.seed,
                               on_epoch=lambda epoch, loss: advance(loss=loss))

@@ -44,7 +44,19 @@ def setup_torch() -> torch.device:
 
 def teacher_from(params: Params) -> Teacher:
     options = {k: v for k, v in vars(params.teacher).items() if k != "kind"}
-    return make_teacher(params.teacher.kind, **options)
+    with exit_on_error():
+        return make_teacher(params.teacher.kind, **options)
+
+
+@contextmanager
+def exit_on_error(*errors: type[Exception]) -> Iterator[None]:
+    """Inputs a stage cannot use (a teacher checkpoint, a data folder) end it with one line and exit code 2.
+    Stages build their inputs before `staging`, so nothing under data/ has been touched yet."""
+    try:
+        yield
+    except (ValueError, *errors) as error:
+        print(f"error: {error}", file=sys.stderr)
+        raise SystemExit(2) from None
 
 
 @contextmanager

@@ -15,8 +15,11 @@ from pathlib import Path
 import yaml
 
 from skdcgn import IMS
+from skdcgn.compose import TEXTURE_SHIFTS
+from skdcgn.evaluation import SOURCES
 from skdcgn.losses import LossWeights
 from skdcgn.teachers import TEACHER_KINDS
+from skdcgn.teachers.base import VARIANTS
 from skdcgn.train import LR_DECAYS
 
 PARAMS_FILE = Path("params.yaml")
@@ -54,6 +57,8 @@ def one_of(choices: tuple) -> dict:
 @dataclass(frozen=True)
 class Teacher:
     kind: str = field(default="synthetic", metadata=one_of(TEACHER_KINDS))
+    variant: str = field(default="double_colored", metadata=one_of(VARIANTS))
+    checkpoint: str = ""  # cgn-mnist only; the teacher names the file and what is wrong with it
     image_size: int = field(default=32, metadata=at_least(8))
 
 
@@ -84,10 +89,14 @@ class Compose:
     shard_size: int = field(default=5000, metadata=at_least(1))
     batch_size: int = field(default=1000, metadata=at_least(1))
     grid_columns: int = field(default=10, metadata=at_least(1))
+    texture_shift: str = field(default="none", metadata=one_of(TEXTURE_SHIFTS))
 
 
 @dataclass(frozen=True)
 class Evaluate:
+    data: str = field(default="teacher", metadata=one_of(SOURCES))
+    mnist_dir: str = "mnist"
+    textures_dir: str = "textures"
     test_size: int = field(default=2000, metadata=at_least(1))
     epochs: int = field(default=5, metadata=at_least(1))
     batch_size: int = field(default=64, metadata=at_least(1))

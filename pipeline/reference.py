@@ -1,30 +1,41 @@
 """Stage reference: what the students are measured against, which does not depend on them.
 
-Classifiers trained on the teacher's counterfactuals (from the same inputs the students get in compose) and on
-factual, colour-biased data, both tested on the out-of-distribution test set. Kept apart from `evaluate` so an
-experiment on the students does not retrain these.
+Classifiers trained on the teacher's counterfactuals (from the same inputs and texture shifts the students get in
+compose) and on factual, colour-biased data, both tested on the out-of-distribution test set. Kept apart from
+`evaluate` so an experiment on the students does not retrain these.
 """
 
-from pipeline.classify import accuracy_on_test, write_confusion
+from pipeline.classify import evaluation_sets, scores_on_test, write_confusion
 from pipeline.common import DATA, setup_torch, stage_args, staging, teacher_from, write_json
-from skdcgn.compose import counterfactual_inputs
-from skdcgn.evaluation import composite_images, factual_set, ood_test_set, teacher_mechanisms
+from skdcgn.compose import COMPOSITE_RANGE, counterfactual_inputs, counterfactual_shifts, render
+from skdcgn.evaluation import composite_images, teacher_mechanisms
+from skdcgn.grids import save_grid
+from skdcgn.shards import decode_images
 
 
 def main() -> None:
     params, _ = stage_args(with_im=False)
     setup_torch()
     teacher = teacher_from(params)
-    n = params.compose.n
-    test = ood_test_set(teacher, params.evaluate.test_size, params.seed)
-    inputs = counterfactual_inputs(teacher.z_dims, teacher.num_classes, n, params.seed)
-    teacher_accuracy, teacher_confusion = accuracy_on_test(
-        "teacher counterfactuals", composite_images(teacher_mechanisms(teacher), inputs), test, params)
-    factual_accuracy, _ = accuracy_on_test("factual data", factual_set(teacher, n, params.seed), test, params)
+    factual, test = evaluation_sets(params, teacher, with_factual=True)
+    settings = params.compose
+    inputs = counterfactual_inputs(teacher.z_dims, teacher.num_classes, settings.n, params.seed)
+    shifts = counterfactual_shifts(settings.n, teacher.image_size, params.seed, settings.texture_shift)
+    mechanisms = teacher_mechanisms(teacher)
+    teacher_scores, teacher_confusion = scores_on_test(
+        "teacher counterfactuals", composite_images(mechanisms, inputs, shifts), test, params)
+    factual_scores, _ = scores_on_test("factual data", factual, test, params)
     with staging(DATA / "reference") as out:
-        write_json(out / "metrics.json", {"accuracy": {"teacher": teacher_accuracy, "factual": factual_accuracy},
-                                          "train_size": n, "test_size": params.evaluate.test_size})
+        write_json(out / "metrics.json", {"teacher": teacher_scores, "factual": factual_scores,
+                                          "train_size": {"teacher": settings.n, "factual": len(factual.labels)},
+                                          "test_size": len(test.labels),
+                                          "teacher_parameters": sum(map(teacher.num_parameters, teacher.z_dims))})
         write_confusion(out / "confusion.csv", teacher_confusion)
+        shown = min(settings.n, settings.grid_columns**2)
+        save_grid(out / "grid.png", list(render(mechanisms, inputs, 0, shown, shifts).split(settings.grid_columns)),
+                  COMPOSITE_RANGE)
+        test_images = decode_images(test.images[:shown], COMPOSITE_RANGE)
+        save_grid(out / "test_grid.png", list(test_images.split(settings.grid_columns)), COMPOSITE_RANGE)
 
 
 if __name__ == "__main__":

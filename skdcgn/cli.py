@@ -35,6 +35,8 @@ def sample(
 def teacher_grid(
     out: Path = typer.Argument(..., help="PNG file to write."),
     kind: str = typer.Option("synthetic", help="Teacher kind."),
+    checkpoint: Path = typer.Option(None, help="cgn-mnist: the teacher's .pth state dict."),
+    variant: str = typer.Option("double_colored", help="MNIST variant the teacher mirrors."),
     columns: int = typer.Option(10, min=1, help="Noise draws per class (one row per class)."),
     seed: int = typer.Option(0, min=0, help="Seed of the noise."),
     scale: int = typer.Option(4, min=1, help="Pixel upscaling of the PNG."),
@@ -48,7 +50,7 @@ def teacher_grid(
     from skdcgn.teachers import make_teacher
 
     try:
-        teacher = make_teacher(kind)
+        teacher = make_teacher(kind, checkpoint=checkpoint or "", variant=variant)
     except ValueError as error:
         _fail(str(error))
     labels = torch.arange(teacher.num_classes).repeat_interleave(columns)

@@ -21,6 +21,10 @@ from skdcgn.students import load_students
 
 Mechanism = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 COMPOSITE_RANGE = (-1.0, 1.0)
+# How textures are moved before composition. `cyclic`: the CGN's "shuffler" (a random 2x2 tiling, then a random
+# crop of the image size), which is exactly a random cyclic shift per texture; `none` keeps them in place.
+TEXTURE_SHIFTS = ("none", "cyclic")
+SHIFTED_IMS = ("texture", "background")
 
 
 def compose(mask: torch.Tensor, foreground: torch.Tensor, background: torch.Tensor) -> torch.Tensor:
@@ -43,42 +47,72 @@ def counterfactual_inputs(z_dims: dict[str, int], num_classes: int, n: int, seed
     return draw_inputs(n, z_dims, num_classes, generator(seed, "counterfactuals"))
 
 
+def counterfactual_shifts(n: int, image_size: int, seed: int, mode: str) -> dict[str, torch.Tensor]:
+    """Per-texture (rows, columns) shifts, (n, 2) each, from their own stream: equal for teacher and students,
+    and turning them on or off leaves the noise and classes unchanged. Empty for mode `none`."""
+    if mode not in TEXTURE_SHIFTS:
+        raise ValueError(f"unknown texture shift {mode!r}; allowed: {', '.join(TEXTURE_SHIFTS)}")
+    if mode == "none":
+        return {}
+    rng = generator(seed, "counterfactuals", "shift")
+    return {im: torch.randint(image_size, (n, 2), generator=rng) for im in SHIFTED_IMS}
+
+
+def cyclic_shift(images: torch.Tensor, shifts: torch.Tensor) -> torch.Tensor:
+    """torch.roll of each image (B, C, H, W) by its own (rows, columns) shift (B, 2), in one gather."""
+    _, _, height, width = images.shape
+    rows = (torch.arange(height) - shifts[:, :1]) % height  # (B, H): source row of each output row
+    cols = (torch.arange(width) - shifts[:, 1:]) % width
+    batch = torch.arange(len(images))[:, None, None]
+    return images.permute(0, 2, 3, 1)[batch, rows[:, :, None], cols[:, None, :]].permute(0, 3, 1, 2)
+
+
 @torch.no_grad()
-def render(mechanisms: dict[str, Mechanism], inputs: dict, start: int, stop: int) -> torch.Tensor:
-    """Composites for rows start:stop of `inputs` (float, in [-1, 1], on the CPU)."""
+def render(mechanisms: dict[str, Mechanism], inputs: dict, start: int, stop: int,
+           shifts: dict[str, torch.Tensor] | None = None) -> torch.Tensor:
+    """Composites for rows start:stop of `inputs` (float, in [-1, 1], on the CPU), textures shifted by `shifts`."""
     parts = {im: mechanisms[im](z[start:stop], y[start:stop]).float().cpu() for im, (z, y) in inputs.items()}
+    for im, shift in (shifts or {}).items():
+        parts[im] = cyclic_shift(parts[im], shift[start:stop])
     return compose(parts["shape"], parts["texture"], parts["background"])
 
 
-def render_all(mechanisms: dict[str, Mechanism], inputs: dict, chunk: int = 1000) -> torch.Tensor:
+def render_all(mechanisms: dict[str, Mechanism], inputs: dict, chunk: int = 1000,
+               shifts: dict[str, torch.Tensor] | None = None) -> torch.Tensor:
     n = len(inputs["shape"][1])
-    return torch.cat([render(mechanisms, inputs, i, min(i + chunk, n)) for i in range(0, n, chunk)])
+    return torch.cat([render(mechanisms, inputs, i, min(i + chunk, n), shifts) for i in range(0, n, chunk)])
 
 
 def write_counterfactuals(directory: Path, mechanisms: dict[str, Mechanism], inputs: dict, shard_size: int,
-                          info: dict, chunk: int = 1000, advance=None) -> None:
-    """Shards of composites labelled with the shape's class; every IM's z and class travel with the image."""
+                          info: dict, chunk: int = 1000, advance=None,
+                          shifts: dict[str, torch.Tensor] | None = None) -> None:
+    """Shards of composites labelled with the shape's class; every IM's z, class and shift travel with the image."""
     n = len(inputs["shape"][1])
+    shifts = shifts or {}
     with writing_dataset(directory, shard_size=shard_size, value_range=COMPOSITE_RANGE, info=info) as writer:
         for start in range(0, n, chunk):
             stop = min(start + chunk, n)
             arrays = {f"z_{im}": z[start:stop] for im, (z, _) in inputs.items()}
             arrays.update({f"y_{im}": y[start:stop] for im, (_, y) in inputs.items()})
+            arrays.update({f"shift_{im}": shift[start:stop] for im, shift in shifts.items()})
             writer.add_batch([f"{i:08d}" for i in range(start, stop)], inputs["shape"][1][start:stop],
-                             render(mechanisms, inputs, start, stop), arrays)
+                             render(mechanisms, inputs, start, stop, shifts), arrays)
             if advance:
                 advance(stop - start)
 
 
 def sample_students(students_dir: Path, n: int, seed: int, *, shards: Path | None = None, grid: Path | None = None,
-                    shard_size: int = 5000, batch_size: int = 1000, grid_columns: int = 10) -> None:
+                    shard_size: int = 5000, batch_size: int = 1000, grid_columns: int = 10,
+                    texture_shift: str = "none") -> None:
     """Counterfactuals from a trained set of students into shards and/or a PNG grid (compose stage and CLI)."""
     students, teacher = load_students(students_dir)
     z_dims = {im: student.config["z_dim"] for im, student in students.items()}
     inputs = counterfactual_inputs(z_dims, students["shape"].num_classes, n, seed)
+    shifts = counterfactual_shifts(n, teacher["image_size"], seed, texture_shift)
     if shards:
+        info = {"teacher": teacher, "texture_shift": texture_shift}
         with progress("compose", n, every=batch_size) as advance:
-            write_counterfactuals(shards, students, inputs, shard_size, {"teacher": teacher}, batch_size, advance)
+            write_counterfactuals(shards, students, inputs, shard_size, info, batch_size, advance, shifts)
     if grid:
-        images = render(students, inputs, 0, min(n, grid_columns**2))
+        images = render(students, inputs, 0, min(n, grid_columns**2), shifts)
         save_grid(grid, list(images.split(grid_columns)), COMPOSITE_RANGE)

@@ -7,7 +7,6 @@ the CPU, in chunks, without autograd, whatever device or dtype the inputs come f
 
 from __future__ import annotations
 
-import math
 from typing import Callable
 
 import torch

@@ -1,8 +1,22 @@
+import os
+from pathlib import Path
+
 import pytest
 import torch
+
+# Real data the project may read but never commits: the CGN-MNIST checkpoints, half of the MNIST test set,
+# the Wildlife textures (see ../shared/README.md). CI has it next to the clone.
+SHARED = Path(os.environ.get("SKDCGN_SHARED", Path(__file__).resolve().parents[1].parent / "shared"))
 
 
 @pytest.fixture(autouse=True)
 def one_thread():
     # The CI machine has 2 cores: more intra-op threads than that only make small tensors slower.
     torch.set_num_threads(1)
+
+
+@pytest.fixture(scope="session")
+def shared() -> Path:
+    """The shared folder; its absence is an error, not a skip: these tests are how the real teachers are checked."""
+    assert SHARED.is_dir(), f"shared data folder {SHARED} not found (set SKDCGN_SHARED)"
+    return SHARED

@@ -1,5 +1,7 @@
+import dataclasses
 import subprocess
 import sys
+import typing
 from pathlib import Path
 
 import pytest
@@ -15,9 +17,12 @@ def project_params() -> dict:
 
 
 def test_project_params_are_valid_and_complete():
-    params = parse(Params, project_params())
+    parse(Params, project_params())
     # Every schema key is spelled out in params.yaml: a knob nobody can see is a knob nobody can turn.
-    assert set(project_params()) == {f for f in Params.__dataclass_fields__}
+    assert set(project_params()) == set(Params.__dataclass_fields__)
+    for name, schema in typing.get_type_hints(Params).items():
+        if dataclasses.is_dataclass(schema):
+            assert set(project_params()[name]) == set(schema.__dataclass_fields__), name
 
 
 def test_per_im_overrides_apply_only_to_their_im():

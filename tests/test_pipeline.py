@@ -9,11 +9,15 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pyarrow.parquet as pq
 import pytest
 import yaml
 
+from conftest import SHARED
+
 ROOT = Path(__file__).resolve().parents[1]
-PROJECT_FILES = ["skdcgn", "pipeline", "dvc.yaml", "params.yaml", ".dvc/config", ".dvcignore", ".gitignore"]
+PROJECT_FILES = ["skdcgn", "pipeline", "teachers", "dvc.yaml", "params.yaml", ".dvc/config", ".dvcignore",
+                 ".gitignore"]
 TINY = {
     "generate": {"per_class": 16, "heldout_per_class": 4, "shard_size": 64, "batch_size": 50},
     "train": {"steps": 12, "batch_size": 16, "log_every": 4, "eval_every": 8,
@@ -21,6 +25,13 @@ TINY = {
     "ims": {"shape": {"steps": 16}, "texture": {"steps": 8}, "background": {"steps": 8}},
     "compose": {"n": 120, "shard_size": 50, "batch_size": 40, "grid_columns": 4},
     "evaluate": {"test_size": 60, "epochs": 1},
+}
+# The real double-colored teacher, evaluated on real digits: 4,880 test digits leave 120 for the factual set.
+CGN_CHECKPOINT = "teachers/cgn-mnist/double_colored_mnist.pth"
+CGN = {
+    "teacher": {"kind": "cgn-mnist", "variant": "double_colored", "checkpoint": CGN_CHECKPOINT},
+    "compose": {"texture_shift": "cyclic"},
+    "evaluate": {"data": "mnist", "mnist_dir": str(SHARED / "data" / "mnist-test-half"), "test_size": 4880},
 }
 STAGES = {f"{stage}@{im}" for stage in ("generate", "distill") for im in ("shape", "texture", "background")}
 STAGES |= {"compose", "reference", "evaluate"}
@@ -51,23 +62,42 @@ def digests(directory: Path) -> dict[str, str]:
             for p in sorted(directory.rglob("*")) if p.is_file()}
 
 
-@pytest.fixture(scope="module")
-def repo(tmp_path_factory) -> Path:
-    repo = tmp_path_factory.mktemp("project")
+def tiny_project(repo: Path, params: dict) -> Path:
+    """The project's files (only what git tracks there) and params.yaml at a tiny size; one `dvc repro` run."""
     for name in PROJECT_FILES:
         source, target = ROOT / name, repo / name
         target.parent.mkdir(parents=True, exist_ok=True)
         if source.is_dir():
-            shutil.copytree(source, target, ignore=shutil.ignore_patterns("__pycache__"))
+            shutil.copytree(source, target, ignore=shutil.ignore_patterns("__pycache__", "*.pth"),
+                            dirs_exist_ok=True)
         else:
             shutil.copy(source, target)
-    params = merge(yaml.safe_load((ROOT / "params.yaml").read_text()), TINY)
+    params = merge(merge(yaml.safe_load((ROOT / "params.yaml").read_text()), TINY), params)
     (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     run(repo, "git", "init", "-q")
     run(repo, "git", "-c", "user.name=t", "-c", "user.email=t@t", "add", ".")
     run(repo, "git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "tiny")
     repo.joinpath("first_repro.log").write_text(dvc(repo, "repro"))
     return repo
+
+
+@pytest.fixture(scope="module")
+def repo(tmp_path_factory) -> Path:
+    return tiny_project(tmp_path_factory.mktemp("project"), {})
+
+
+@pytest.fixture(scope="module")
+def cgn_repo(tmp_path_factory, shared) -> Path:
+    """The tiny pipeline on the real double-colored teacher, linked into teachers/ as the README says."""
+    repo = tmp_path_factory.mktemp("cgn-project")
+    (repo / CGN_CHECKPOINT).parent.mkdir(parents=True)
+    (repo / CGN_CHECKPOINT).symlink_to(shared / "teachers" / "cgn-mnist" / "double_colored_mnist.pth")
+    return tiny_project(repo, CGN)
+
+
+def metrics(repo: Path) -> dict[str, dict]:
+    shown = json.loads(dvc(repo, "metrics", "show", "--json"))
+    return {path: entry["data"] for path, entry in shown[""]["data"].items()}
 
 
 def test_repro_runs_every_stage_and_writes_every_output(repo):
@@ -79,16 +109,16 @@ def test_repro_runs_every_stage_and_writes_every_output(repo):
 
 
 def test_metrics_show_reports_fidelity_baselines_sizes_and_accuracies(repo):
-    shown = json.loads(dvc(repo, "metrics", "show", "--json"))
-    files = {path: entry["data"] for path, entry in shown[""]["data"].items()}
+    files = metrics(repo)
     shape = files["data/students/shape/live/metrics.json"]
     assert {"l1", "psnr", "ssim", "mask_iou", "mask_mean"} <= set(shape["heldout"])
     assert set(shape["baseline"]) == set(shape["heldout"])
     assert shape["parameters"]["student"] > 0 and shape["parameters"]["teacher"] > 0
     assert set(files["data/students/texture/live/metrics.json"]["heldout"]) == {"l1", "psnr", "ssim"}
-    assert set(files["data/reference/metrics.json"]["accuracy"]) == {"teacher", "factual"}
+    reference = files["data/reference/metrics.json"]
+    assert set(reference["teacher"]) == set(reference["factual"]) == {"accuracy", "accuracy_same_colour"}
     evaluate = files["data/evaluate/metrics.json"]
-    assert 0 <= evaluate["accuracy"]["student"] <= 1 and evaluate["student_over_teacher"] >= 0
+    assert 0 <= evaluate["student"]["accuracy"] <= 1 and evaluate["student_over_teacher"] >= 0
 
 
 def test_plots_render(repo):
@@ -121,3 +151,50 @@ def test_kl_weight_experiment_reruns_only_what_depends_on_it(repo):
     assert changed == {"distill@shape", "distill@texture", "distill@background", "compose", "evaluate"}
     # Going back to the committed value restores every output from the run-cache without training.
     assert stages_run(dvc(repo, "exp", "run", "-S", "loss.kl_weight=0.0")) == set()
+
+
+def test_real_teacher_pipeline_runs_on_real_digits(cgn_repo):
+    assert stages_run((cgn_repo / "first_repro.log").read_text()) == STAGES
+    files = metrics(cgn_repo)
+    shape = files["data/students/shape/live/metrics.json"]
+    assert shape["parameters"] == {"student": shape["parameters"]["student"], "teacher": 194_914}
+    assert shape["parameters"]["student"] < 194_914
+    reference = files["data/reference/metrics.json"]
+    assert reference["test_size"] == 4880 and reference["train_size"]["factual"] == 120
+    assert {"accuracy", "accuracy_same_colour"} <= set(files["data/evaluate/metrics.json"]["student"])
+    for grid in ("data/reference/grid.png", "data/reference/test_grid.png", "data/counterfactuals/grid.png"):
+        assert (cgn_repo / grid).stat().st_size > 0, grid
+
+
+def test_real_teacher_samples_and_shifts_travel_with_their_images(cgn_repo):
+    info = json.loads((cgn_repo / "data/teacher/texture/train/dataset.json").read_text())["info"]
+    assert info["teacher"]["kind"] == "cgn-mnist" and info["teacher"]["sha256"].startswith("7aa06c90")
+    shards = cgn_repo / "data/counterfactuals/shards"
+    assert json.loads((shards / "dataset.json").read_text())["info"]["texture_shift"] == "cyclic"
+    columns = set(pq.read_table(shards / "manifest.parquet").column_names)
+    assert {"z_shape", "y_texture", "shift_texture", "shift_background"} <= columns
+
+
+@pytest.mark.parametrize("bad", ["truncated", "shard", "other-architecture"])
+def test_a_wrong_checkpoint_stops_generate_with_one_line_and_touches_nothing(cgn_repo, bad):
+    wrong = cgn_repo / f"wrong-{bad}.pth"
+    if bad == "truncated":
+        wrong.write_bytes((cgn_repo / CGN_CHECKPOINT).read_bytes()[:500_000])
+    elif bad == "shard":
+        shutil.copy(next((cgn_repo / "data/teacher/shape/train").glob("*.tar")), wrong)
+    else:
+        shutil.copy(cgn_repo / "data/students/shape/student.pt", wrong)
+    params_file = cgn_repo / "params.yaml"
+    committed = params_file.read_text()
+    params = yaml.safe_load(committed)
+    params["teacher"]["checkpoint"] = wrong.name
+    before = digests(cgn_repo / "data")
+    try:
+        params_file.write_text(yaml.safe_dump(params))
+        result = subprocess.run([sys.executable, "-m", "pipeline.generate", "shape"], cwd=cgn_repo,
+                                capture_output=True, text=True)
+    finally:
+        params_file.write_text(committed)
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.count("\n") == 1 and wrong.name in result.stderr, result.stderr
+    assert digests(cgn_repo / "data") == before

@@ -33,18 +33,24 @@ def per_class(n_per_class: int) -> torch.Tensor:
 
 def test_make_teacher_builds_synthetic_with_options():
     built = make_teacher("synthetic", image_size=64)
-    assert TEACHER_KINDS == ("synthetic",)
+    assert TEACHER_KINDS == ("synthetic", "cgn-mnist")
     assert isinstance(built, SyntheticTeacher) and built.image_size == 64
 
 
+def test_synthetic_teacher_mirrors_double_colored_only():
+    with pytest.raises(ValueError, match="double_colored MNIST only; got variant 'wildlife'"):
+        make_teacher("synthetic", variant="wildlife")
+
+
 def test_unknown_teacher_kind_names_allowed_kinds():
-    with pytest.raises(ValueError, match=r"unknown teacher kind 'nope'; allowed: synthetic"):
+    with pytest.raises(ValueError, match=r"unknown teacher kind 'nope'; allowed: synthetic, cgn-mnist"):
         make_teacher("nope")
 
 
 def test_identity_records_noise_layout(teacher):
     assert teacher.identity() == {
         "kind": "synthetic",
+        "variant": "double_colored",
         "image_size": 32,
         "num_classes": 10,
         "z_dims": {"shape": 16, "texture": 8, "background": 8},

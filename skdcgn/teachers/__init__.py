@@ -5,20 +5,25 @@ from __future__ import annotations
 from typing import Callable
 
 from skdcgn.teachers.base import Teacher
+from skdcgn.teachers.cgn_mnist import CGNMnistTeacher, CheckpointError
 from skdcgn.teachers.synthetic import SyntheticTeacher
 
-# Adding a teacher is one line here; the allowed list in errors and TEACHER_KINDS follow from it.
-_REGISTRY: dict[str, Callable[..., Teacher]] = {
-    "synthetic": SyntheticTeacher,
+# Adding a teacher is one entry here: its constructor and the options (params.yaml `teacher.*` keys) it reads.
+# The allowed list in errors and TEACHER_KINDS follow from it.
+_REGISTRY: dict[str, tuple[Callable[..., Teacher], tuple[str, ...]]] = {
+    "synthetic": (SyntheticTeacher, ("image_size", "variant")),
+    "cgn-mnist": (CGNMnistTeacher, ("checkpoint", "variant", "image_size")),
 }
 TEACHER_KINDS = tuple(_REGISTRY)
 
 
 def make_teacher(kind: str, **options) -> Teacher:
-    """A teacher of the given kind, built with its constructor options (e.g. image_size=32)."""
+    """A teacher of the given kind, built from the options it reads; options meant for other kinds are ignored,
+    so switching `teacher.kind` back and forth needs no other edit."""
     if kind not in _REGISTRY:
         raise ValueError(f"unknown teacher kind {kind!r}; allowed: {', '.join(TEACHER_KINDS)}")
-    return _REGISTRY[kind](**options)
+    factory, names = _REGISTRY[kind]
+    return factory(**{name: options[name] for name in names if name in options})
 
 
-__all__ = ["TEACHER_KINDS", "Teacher", "SyntheticTeacher", "make_teacher"]
+__all__ = ["TEACHER_KINDS", "Teacher", "SyntheticTeacher", "CGNMnistTeacher", "CheckpointError", "make_teacher"]

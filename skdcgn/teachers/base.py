@@ -14,12 +14,18 @@ from skdcgn import IMS
 # Masks are 1-channel in [0, 1]; textures and backgrounds are RGB in [-1, 1].
 CHANNELS = {"shape": 1, "texture": 3, "background": 3}
 VALUE_RANGE = {"shape": (0.0, 1.0), "texture": (-1.0, 1.0), "background": (-1.0, 1.0)}
+# The MNIST variants of the CGN paper: what a teacher mirrors, and what evaluation rebuilds from real digits.
+VARIANTS = ("colored", "double_colored", "wildlife")
 
 
 class Teacher:
-    """Base class: subclasses set `kind`, `image_size`, `num_classes`, `z_dims` and implement `_render`."""
+    """Base class: subclasses set `kind`, `variant`, `image_size`, `num_classes`, `z_dims` and implement `_render`.
+
+    `variant` names the dataset the teacher mirrors (e.g. double_colored MNIST): evaluation builds that one.
+    """
 
     kind: str = "abstract"
+    variant: str
     image_size: int
     num_classes: int
     z_dims: dict[str, int]
@@ -45,4 +51,4 @@ class Teacher:
 
     def identity(self) -> dict:
         """What a student checkpoint records about its teacher, so mismatched sets can be refused."""
-        return {"kind": self.kind, "image_size": self.image_size, "num_classes": self.num_classes}
+        return {"kind": self.kind, "variant": self.variant, "image_size": self.image_size, "num_classes": self.num_classes}

@@ -146,10 +146,13 @@ class SyntheticTeacher(Teacher):
 
     kind = "synthetic"
 
-    def __init__(self, image_size: int = 32) -> None:
+    def __init__(self, image_size: int = 32, variant: str = "double_colored") -> None:
+        if variant != "double_colored":
+            raise ValueError(f"the synthetic teacher mirrors double_colored MNIST only; got variant {variant!r}")
         if image_size < 8:
             raise ValueError(f"image_size must be at least 8, got {image_size}")
         self.image_size = image_size
+        self.variant = variant
         self.num_classes = 10
         self.z_dims = {"shape": 16, "texture": 8, "background": 8}
         generator = torch.Generator().manual_seed(JITTER_SEED)
