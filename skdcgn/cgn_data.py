@@ -46,9 +46,14 @@ def digit_masks(digits: torch.Tensor) -> torch.Tensor:
     return (resized > MASK_THRESHOLD).float()
 
 
-def same_colour(fg_class: torch.Tensor, bg_class: torch.Tensor) -> torch.Tensor:
-    """The hard test images: digit and background share a colour index, so only the shape tells the class."""
-    return fg_class == bg_class
+def same_colour(variant: str, fg_class: torch.Tensor, bg_class: torch.Tensor) -> torch.Tensor | None:
+    """The hard test images of double_colored: digit and background get the very same palette colour (the two
+    palettes are shifted by six, so that is fg == (bg + 6) mod 10), and only the colour noise and the shape
+    tell them apart. None for the other variants: colored has one black background, wildlife distinct textures."""
+    if variant != "double_colored":
+        return None
+    foreground, background = torch.tensor(FOREGROUND_RGB), torch.tensor(BACKGROUND_RGB)
+    return (foreground[fg_class] == background[bg_class]).all(dim=1)
 
 
 def colourise(digits: torch.Tensor, fg_class: torch.Tensor, bg_class: torch.Tensor, variant: str,

@@ -17,7 +17,7 @@ from typing import NamedTuple
 
 import torch
 
-from skdcgn.cgn_data import colourise, load_textures
+from skdcgn.cgn_data import colourise, load_textures, same_colour
 from skdcgn.classifier import evaluate_classifier, train_classifier
 from skdcgn.compose import COMPOSITE_RANGE, Mechanism, draw_inputs, render_all
 from skdcgn.mnist import load_mnist_test
@@ -31,8 +31,8 @@ SOURCES = ("teacher", "mnist")
 class Labelled(NamedTuple):
     images: torch.Tensor  # uint8 (N, 3, H, W), quantised exactly as shards store images
     labels: torch.Tensor  # (N,) the digit's class
-    # (N,) bool: foreground and background drew the same class, so only colour noise separates digit and
-    # background. The hard part of the test; None where the source has no such notion.
+    # (N,) bool: foreground and background got the same colour, so only colour noise separates digit and
+    # background (`cgn_data.same_colour`). The hard part of the test; None where the variant has no such notion.
     same_colour: torch.Tensor | None = None
 
 
@@ -48,8 +48,7 @@ def teacher_mechanisms(teacher: Teacher) -> dict[str, Mechanism]:
 def composite_images(mechanisms: dict[str, Mechanism], inputs: dict,
                      shifts: dict[str, torch.Tensor] | None = None) -> Labelled:
     """Composites labelled with the shape's class."""
-    images = quantised(render_all(mechanisms, inputs, shifts=shifts))
-    return Labelled(images, inputs["shape"][1], inputs["texture"][1] == inputs["background"][1])
+    return Labelled(quantised(render_all(mechanisms, inputs, shifts=shifts)), inputs["shape"][1])
 
 
 def factual_set(teacher: Teacher, n: int, seed: int) -> Labelled:
@@ -61,7 +60,8 @@ def factual_set(teacher: Teacher, n: int, seed: int) -> Labelled:
 def ood_test_set(teacher: Teacher, n: int, seed: int) -> Labelled:
     """Teacher composites with independent random colours, from held-out seeds."""
     inputs = draw_inputs(n, teacher.z_dims, teacher.num_classes, generator(seed, "test"))
-    return composite_images(teacher_mechanisms(teacher), inputs)
+    hard = same_colour(teacher.variant, inputs["texture"][1], inputs["background"][1])
+    return composite_images(teacher_mechanisms(teacher), inputs)._replace(same_colour=hard)
 
 
 def mnist_sets(mnist_dir: Path, variant: str, test_size: int, seed: int,
@@ -84,8 +84,7 @@ def mnist_sets(mnist_dir: Path, variant: str, test_size: int, seed: int,
 
 def _coloured(digits, labels, fg, bg, variant, rng, textures) -> Labelled:
     images = quantised(colourise(digits, fg, bg, variant, rng, textures))
-    # Colored MNIST has a black background for every class: no test image is "same colour" in that sense.
-    return Labelled(images, labels, None if variant == "colored" else fg == bg)
+    return Labelled(images, labels, same_colour(variant, fg, bg))
 
 
 def train_and_test(train: Labelled, test: Labelled, *, epochs: int, batch_size: int, lr: float, gamma: float,

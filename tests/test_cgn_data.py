@@ -93,9 +93,13 @@ def test_colored_paints_the_digit_on_black(digits):
     assert torch.equal(images, colourise(digits, fg, (bg + 1) % 10, "colored", seeded()))
 
 
-def test_same_colour_marks_equal_indices():
-    fg, bg = torch.tensor([0, 3, 7, 9]), torch.tensor([0, 4, 7, 8])
-    assert same_colour(fg, bg).tolist() == [True, False, True, False]
+def test_same_colour_marks_equal_palette_colours():
+    # Class 0's digit is yellow, the background of class 4; class 6's digit is darkgreen, background 0.
+    fg, bg = torch.tensor([0, 0, 6, 6, 3]), torch.tensor([4, 0, 0, 6, 7])
+    assert same_colour("double_colored", fg, bg).tolist() == [True, False, True, False, True]
+    every = torch.arange(100)
+    assert same_colour("double_colored", every // 10, every % 10).sum() == 10
+    assert same_colour("wildlife", fg, bg) is None and same_colour("colored", fg, bg) is None
 
 
 @pytest.mark.parametrize("variant", VARIANTS)

@@ -14,6 +14,7 @@ import pytest
 import yaml
 
 from conftest import SHARED
+from pipeline.profile import overrides
 
 ROOT = Path(__file__).resolve().parents[1]
 PROJECT_FILES = ["skdcgn", "pipeline", "teachers", "dvc.yaml", "params.yaml", ".dvc/config", ".dvcignore",
@@ -26,13 +27,10 @@ TINY = {
     "compose": {"n": 120, "shard_size": 50, "batch_size": 40, "grid_columns": 4},
     "evaluate": {"test_size": 60, "epochs": 1},
 }
-# The real double-colored teacher, evaluated on real digits: 4,880 test digits leave 120 for the factual set.
+# The real double-colored teacher through its profile (profiles/cgn-mnist.yaml), then the tiny sizes, then where
+# the real digits are here: 4,880 test digits leave 120 for the factual set.
 CGN_CHECKPOINT = "teachers/cgn-mnist/double_colored_mnist.pth"
-CGN = {
-    "teacher": {"kind": "cgn-mnist", "variant": "double_colored", "checkpoint": CGN_CHECKPOINT},
-    "compose": {"texture_shift": "cyclic"},
-    "evaluate": {"data": "mnist", "mnist_dir": str(SHARED / "data" / "mnist-test-half"), "test_size": 4880},
-}
+CGN_HERE = {"evaluate": {"mnist_dir": str(SHARED / "data" / "mnist-test-half"), "test_size": 4880}}
 STAGES = {f"{stage}@{im}" for stage in ("generate", "distill") for im in ("shape", "texture", "background")}
 STAGES |= {"compose", "reference", "evaluate"}
 
@@ -62,8 +60,20 @@ def digests(directory: Path) -> dict[str, str]:
             for p in sorted(directory.rglob("*")) if p.is_file()}
 
 
-def tiny_project(repo: Path, params: dict) -> Path:
-    """The project's files (only what git tracks there) and params.yaml at a tiny size; one `dvc repro` run."""
+def nested(dotted: dict) -> dict:
+    tree: dict = {}
+    for key, value in dotted.items():
+        *parents, leaf = key.split(".")
+        node = tree
+        for parent in parents:
+            node = node.setdefault(parent, {})
+        node[leaf] = value
+    return tree
+
+
+def tiny_project(repo: Path, params: dict, profile: dict | None = None) -> Path:
+    """The project's files (only what git tracks there) and params.yaml (a profile's overrides, then the tiny
+    sizes, then `params`); one `dvc repro` run."""
     for name in PROJECT_FILES:
         source, target = ROOT / name, repo / name
         target.parent.mkdir(parents=True, exist_ok=True)
@@ -72,7 +82,8 @@ def tiny_project(repo: Path, params: dict) -> Path:
                             dirs_exist_ok=True)
         else:
             shutil.copy(source, target)
-    params = merge(merge(yaml.safe_load((ROOT / "params.yaml").read_text()), TINY), params)
+    base = merge(yaml.safe_load((ROOT / "params.yaml").read_text()), profile or {})
+    params = merge(merge(base, TINY), params)
     (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     run(repo, "git", "init", "-q")
     run(repo, "git", "-c", "user.name=t", "-c", "user.email=t@t", "add", ".")
@@ -92,7 +103,7 @@ def cgn_repo(tmp_path_factory, shared) -> Path:
     repo = tmp_path_factory.mktemp("cgn-project")
     (repo / CGN_CHECKPOINT).parent.mkdir(parents=True)
     (repo / CGN_CHECKPOINT).symlink_to(shared / "teachers" / "cgn-mnist" / "double_colored_mnist.pth")
-    return tiny_project(repo, CGN)
+    return tiny_project(repo, CGN_HERE, profile=nested(overrides("cgn-mnist", "double_colored", ROOT)))
 
 
 def metrics(repo: Path) -> dict[str, dict]:

@@ -1,0 +1,67 @@
+"""`python -m pipeline.profile NAME [VARIANT]`: a profile's params overrides as `dvc exp run` arguments.
+
+A profile (profiles/NAME.yaml) is a partial params.yaml; `{variant}` in its values is replaced by VARIANT. The
+merged params are validated with the same schema as every stage, so a typo in a profile fails here, in one line,
+before anything runs. Usage: `dvc exp run -n NAME $(python -m pipeline.profile NAME VARIANT)`.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import yaml
+
+from pipeline.params import PARAMS_FILE, ParamError, Params, parse
+
+PROFILES = Path("profiles")
+
+
+def overrides(name: str, variant: str | None = None, root: Path = Path(".")) -> dict[str, object]:
+    """Dotted key -> value of the profile in project `root`, checked against its params.yaml's schema."""
+    path = root / PROFILES / f"{name}.yaml"
+    if not path.is_file():
+        known = ", ".join(sorted(p.stem for p in (root / PROFILES).glob("*.yaml")))
+        raise ParamError(f"no profile {name!r} ({path}); allowed: {known}")
+    text = path.read_text()
+    if "{variant}" in text:
+        if variant is None:
+            raise ParamError(f"profile {name!r} needs a variant argument (e.g. double_colored)")
+        text = text.replace("{variant}", variant)
+    profile = yaml.safe_load(text) or {}
+    parse(Params, _merged(yaml.safe_load((root / PARAMS_FILE).read_text()), profile))
+    return dict(_flat(profile))
+
+
+def _merged(base: dict, update: dict) -> dict:
+    return {k: _merged(base[k], v) if isinstance(v, dict) and isinstance(base.get(k), dict) else v
+            for k, v in {**base, **update}.items()}
+
+
+def _flat(tree: dict, prefix: str = ""):
+    for key, value in tree.items():
+        if isinstance(value, dict):
+            yield from _flat(value, f"{prefix}{key}.")
+        else:
+            yield f"{prefix}{key}", value
+
+
+def as_arguments(values: dict[str, object]) -> str:
+    """`-S key=value` pairs; values in YAML flow style, so lists and strings read back as they were."""
+    return " ".join(f"-S {key}={yaml.safe_dump(value, default_flow_style=True).strip().removesuffix('...').strip()}"
+                    for key, value in values.items())
+
+
+def main() -> None:
+    if not 2 <= len(sys.argv) <= 3:
+        print("usage: python -m pipeline.profile NAME [VARIANT]", file=sys.stderr)
+        raise SystemExit(2)
+    try:
+        print(as_arguments(overrides(*sys.argv[1:])))
+    except ParamError as error:
+        print(f"error: {error}", file=sys.stderr)
+        raise SystemExit(2) from None
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,44 @@
+"""Profiles: a partial params.yaml per use case, turned into `dvc exp run -S` arguments and validated first."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from pipeline.params import ParamError
+from pipeline.profile import as_arguments, overrides
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.mark.parametrize("variant", ["colored", "double_colored", "wildlife"])
+def test_cgn_profile_points_at_the_variants_teacher(variant):
+    values = overrides("cgn-mnist", variant, ROOT)
+    assert values["teacher.kind"] == "cgn-mnist" and values["teacher.variant"] == variant
+    assert values["teacher.checkpoint"] == f"teachers/cgn-mnist/{variant}_mnist.pth"
+    assert values["evaluate.data"] == "mnist" and values["compose.texture_shift"] == "cyclic"
+
+
+def test_arguments_read_back_as_the_same_values():
+    text = as_arguments({"a.b": 5, "c": [1, 2], "d": "x", "e": 0.002})
+    assert text == "-S a.b=5 -S c=[1, 2] -S d=x -S e=0.002"
+
+
+def test_a_bad_variant_is_refused_by_the_params_schema():
+    with pytest.raises(ParamError, match="teacher.variant: 'rainbow' is not allowed"):
+        overrides("cgn-mnist", "rainbow", ROOT)
+
+
+def test_unknown_profile_lists_the_known_ones():
+    with pytest.raises(ParamError, match="allowed: cgn-mnist"):
+        overrides("nope", root=ROOT)
+
+
+def test_command_line_prints_arguments_or_one_error_line():
+    run = lambda *args: subprocess.run([sys.executable, "-m", "pipeline.profile", *args], cwd=ROOT,  # noqa: E731
+                                       capture_output=True, text=True)
+    ok = run("cgn-mnist", "wildlife")
+    assert ok.returncode == 0 and "-S teacher.variant=wildlife" in ok.stdout
+    bad = run("cgn-mnist")
+    assert bad.returncode == 2 and bad.stderr.count("\n") == 1 and "needs a variant" in bad.stderr
