@@ -18,6 +18,7 @@ def sample(
     shards: Path = typer.Option(None, help="Write all n counterfactuals as WebDataset shards into this folder."),
     columns: int = typer.Option(10, min=1, help="Grid columns (and rows)."),
     shard_size: int = typer.Option(5000, min=1, help="Samples per shard."),
+    texture_shift: str = typer.Option("none", help="none | cyclic: the CGN's random cyclic shift of textures."),
 ) -> None:
     """Draw counterfactuals from trained students: each mechanism with its own noise and class."""
     if not grid and not shards:
@@ -25,7 +26,8 @@ def sample(
     from skdcgn.compose import sample_students
 
     try:
-        sample_students(students, n, seed, shards=shards, grid=grid, shard_size=shard_size, grid_columns=columns)
+        sample_students(students, n, seed, shards=shards, grid=grid, shard_size=shard_size, grid_columns=columns,
+                        texture_shift=texture_shift)
     except ValueError as error:
         _fail(str(error))
     typer.echo(f"wrote {n} counterfactuals" + (f" to {shards}" if shards else "") + (f", grid {grid}" if grid else ""))

@@ -1,7 +1,7 @@
 """The real MNIST test split, read from a folder in the standard IDX layout (plain or gzipped files).
 
 The CGN teachers are evaluated on datasets built from real MNIST digits, so these have to come from the real
-files: either already in the folder (the project ships a read-only half of the test split) or downloaded from
+files: either already in the folder (a shared read-only copy, or one downloaded before) or downloaded from
 torchvision's mirrors. Reading goes through torchvision's own IDX reader so the parsing is the one every MNIST
 user gets; this module only adds what that reader lacks: .gz support without touching the data folder,
 atomic md5-checked downloads, and one readable error instead of an assert or a view() failure.

@@ -112,7 +112,7 @@ class StudentGenerator(nn.Module):
         for block in self.blocks:
             h = block(h, y)
         lo, hi = self.value_range
-        # Squash into the mechanism's range: sigmoid for masks, tanh for textures.
+        # A sigmoid scaled to the mechanism's range ([0, 1] masks, [-1, 1] textures), so outputs never leave it.
         return lo + (hi - lo) * torch.sigmoid(self.head(h) + self.class_offset(y)[:, :, None, None])
 
 

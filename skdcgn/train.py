@@ -13,7 +13,7 @@ from typing import Iterator, Protocol
 import torch
 
 from skdcgn.losses import LossWeights, discriminator_loss, generator_loss
-from skdcgn.metrics import fidelity
+from skdcgn.metrics import class_mean_images, fidelity
 from skdcgn.progress import progress
 from skdcgn.shards import decode_images
 from skdcgn.students import ProjectionDiscriminator, StudentGenerator
@@ -61,11 +61,9 @@ class PairedSamples:
         return len(self.y)
 
     def class_means(self) -> torch.Tensor:
-        """(num_classes, channels) mean teacher value per class and channel."""
-        sums = torch.zeros(int(self.y.max()) + 1, self.images.shape[1], device=self.y.device, dtype=torch.float64)
-        sums.index_add_(0, self.y, self.images.double().mean(dim=(2, 3)))
-        counts = torch.bincount(self.y, minlength=len(sums)).clamp(min=1)[:, None]
-        return decode_images((sums / counts).float(), self.value_range)
+        """(num_classes, channels) mean teacher value per class and channel, on the CPU."""
+        means = class_mean_images(self.images, self.y, int(self.y.max()) + 1).mean(dim=(2, 3))
+        return decode_images(means, self.value_range)
 
     def batch(self, index: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         images = decode_images(self.images[index], self.value_range)

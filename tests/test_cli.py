@@ -43,3 +43,12 @@ def test_unknown_teacher_and_missing_students_get_one_line(tmp_path):
 def test_sample_needs_somewhere_to_write():
     result = runner.invoke(app, ["sample"])
     assert result.exit_code == 2 and "nothing to write" in result.output
+
+
+def test_teacher_grid_of_a_real_teacher_and_a_wrong_checkpoint(tmp_path, shared):
+    checkpoint = shared / "teachers" / "cgn-mnist" / "wildlife_mnist.pth"
+    args = ["teacher-grid", str(tmp_path / "g.png"), "--kind", "cgn-mnist", "--checkpoint", str(checkpoint)]
+    ok = runner.invoke(app, [*args, "--variant", "wildlife", "--columns", "2"])
+    assert ok.exit_code == 0, ok.output
+    wrong = runner.invoke(app, [*args[:-1], str(tmp_path / "g.png"), "--variant", "wildlife"])
+    assert wrong.exit_code == 2 and "not a PyTorch checkpoint" in wrong.output
