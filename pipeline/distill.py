@@ -58,7 +58,7 @@ def main() -> None:
     train_settings = TrainSettings(
         steps=settings.steps, batch_size=settings.batch_size, lr=settings.lr, betas=tuple(settings.betas),
         lr_decay=settings.lr_decay, log_every=settings.log_every, eval_every=settings.eval_every,
-        seed=stream_seed(params.seed, "batches", im))
+        seed=stream_seed(params.seed, "batches", im), grad_clip=settings.grad_clip)
 
     with staging(DATA / "students" / im) as out:
         with Live(str(out / "live"), dvcyaml=False, save_dvc_exp=False) as live:

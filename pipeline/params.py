@@ -7,6 +7,7 @@ metadata writes the error message: one line naming the key path, the value and w
 from __future__ import annotations
 
 import dataclasses
+import math
 import sys
 import typing
 from dataclasses import dataclass, field
@@ -81,6 +82,7 @@ class Train:
     eval_every: int = field(default=500, metadata=at_least(1))
     student_widths: list[int] = field(default_factory=lambda: [64, 64, 32, 16], metadata=list_of(min=1))
     disc_widths: list[int] = field(default_factory=lambda: [16, 32, 64], metadata=list_of(min=1))
+    grad_clip: float = field(default=0.0, metadata=at_least(0.0))
 
 
 @dataclass(frozen=True)
@@ -157,6 +159,9 @@ def _scalar(kind: type, value: object, path: str, rules: typing.Mapping):
     ok = isinstance(value, kind) and not isinstance(value, bool) or (kind is float and type(value) is int)
     if not ok:
         raise ParamError(f"{path}: expected {kind.__name__}, got {_show(value)}")
+    # YAML reads .nan and .inf as floats; no knob here means anything with them, and NaN passes no comparison.
+    if kind is float and not math.isfinite(value):
+        raise ParamError(f"{path}: {_show(value)} is not allowed; allowed: a finite float")
     if "choices" in rules and value not in rules["choices"]:
         raise ParamError(f"{path}: {_show(value)} is not allowed; allowed: {', '.join(rules['choices'])}")
     checks = [(f"{sign} {rules[key]}", holds(value, rules[key])) for key, (sign, holds) in LIMITS.items()

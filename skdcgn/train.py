@@ -31,6 +31,7 @@ class TrainSettings:
     log_every: int = 50
     eval_every: int = 500
     seed: int = 0
+    grad_clip: float = 0.0  # max total gradient norm per update of G and of D; 0 = off
 
     def __post_init__(self) -> None:
         if self.lr_decay not in LR_DECAYS:
@@ -120,7 +121,8 @@ def distill(student: StudentGenerator, disc: ProjectionDiscriminator, train: Pai
             z, y, real = train.batch(index)
             with autocast:
                 fake = student(z, y)
-            losses = _train_step(student, disc, opt_g, opt_d, weights, z, y, real, fake, autocast, uses_disc)
+            losses = _train_step(student, disc, opt_g, opt_d, weights, z, y, real, fake, autocast, uses_disc,
+                                 settings.grad_clip)
             for scheduler in schedules:
                 scheduler.step()
             for name, value in losses.items():
@@ -139,15 +141,13 @@ def distill(student: StudentGenerator, disc: ProjectionDiscriminator, train: Pai
     return final
 
 
-def _train_step(student, disc, opt_g, opt_d, weights, z, y, real, fake, autocast, uses_disc) -> dict:
+def _train_step(student, disc, opt_g, opt_d, weights, z, y, real, fake, autocast, uses_disc, clip) -> dict:
     losses = {}
     if uses_disc:
         disc.requires_grad_(True)
         with autocast:
             d_loss = discriminator_loss(disc(real, y)[0].float(), disc(fake.detach(), y)[0].float())
-        opt_d.zero_grad(set_to_none=True)
-        d_loss.backward()
-        opt_d.step()
+        _update(opt_d, d_loss, clip)
         losses["loss/discriminator"] = d_loss.detach()
         # The generator step needs gradients through D, not into it.
         disc.requires_grad_(False)
@@ -156,12 +156,20 @@ def _train_step(student, disc, opt_g, opt_d, weights, z, y, real, fake, autocast
         with torch.no_grad():
             teacher_out = disc(real, y) if uses_disc else (None, [])
     g_loss, parts = generator_loss(weights, fake, real, student_out, teacher_out)
-    opt_g.zero_grad(set_to_none=True)
-    g_loss.backward()
-    opt_g.step()
+    _update(opt_g, g_loss, clip)
     losses["loss/generator"] = g_loss.detach()
     losses.update({f"loss/{name}": value for name, value in parts.items()})
     return losses
+
+
+def _update(optimizer: torch.optim.Optimizer, loss: torch.Tensor, clip: float) -> None:
+    """One optimizer step. With clip > 0 the gradient's total norm is cut to `clip` first, so one bad batch
+    cannot throw the weights far (the adversarial game's occasional spikes)."""
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    if clip:
+        torch.nn.utils.clip_grad_norm_([p for group in optimizer.param_groups for p in group["params"]], clip)
+    optimizer.step()
 
 
 def _log_window(sums: dict, step: int, log_every: int, callback: Callback | None) -> dict[str, float]:

@@ -6,6 +6,8 @@ from pathlib import Path
 
 import pytest
 import yaml
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from pipeline.params import ParamError, Params, load, parse
 
@@ -85,3 +87,64 @@ def test_stage_refuses_an_unknown_mechanism(tmp_path):
                             capture_output=True, text=True, env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"})
     assert result.returncode == 2
     assert "allowed: shape, texture, background" in result.stderr and len(result.stderr.splitlines()) == 1
+
+
+# ---- properties: whatever the value, a key is accepted or refused in one line that names it ----------------
+
+
+def leaf_paths(tree: dict, prefix: str = "") -> list[str]:
+    paths = []
+    for key, value in tree.items():
+        if isinstance(value, dict) and value:
+            paths += leaf_paths(value, f"{prefix}{key}.")
+        else:
+            paths.append(f"{prefix}{key}")
+    return paths
+
+
+LEAVES = leaf_paths(project_params())
+ANY_VALUE = st.one_of(
+    st.none(), st.booleans(), st.integers(-10**6, 10**6), st.floats(allow_nan=True, allow_infinity=True),
+    st.text(max_size=6), st.lists(st.one_of(st.integers(-5, 5), st.floats(-2, 2), st.text(max_size=2)), max_size=4),
+    st.dictionaries(st.text(max_size=4), st.integers(), max_size=2),
+)
+
+
+def refusal_or_none(data: dict) -> str | None:
+    try:
+        parse(Params, data)
+    except ParamError as error:
+        return str(error)
+    return None
+
+
+@settings(max_examples=300, deadline=None)
+@given(path=st.sampled_from(LEAVES), value=ANY_VALUE)
+def test_any_value_is_accepted_or_refused_in_one_line_naming_its_key(path, value):
+    message = refusal_or_none(set_key(project_params(), path, value))
+    if message is not None:
+        assert "\n" not in message
+        # A mapping where a value belongs is refused at the key itself, an ims override at its mechanism.
+        assert message.startswith(path) or message.startswith(path.rsplit(".", 1)[0]), (path, message)
+
+
+@settings(max_examples=100, deadline=None)
+@given(path=st.sampled_from(LEAVES), key=st.text(alphabet="abcdefghijklmnopqrstuvwxyz_", min_size=1, max_size=8))
+def test_an_unknown_key_next_to_any_known_one_is_named(path, key):
+    parent = path.rsplit(".", 1)[0] if "." in path else ""
+    data = project_params()
+    node = data
+    for part in filter(None, parent.split(".")):
+        node = node[part]
+    if key in node or parent == "ims":
+        return  # a known key, or a new mechanism name (refused by its own rule, tested above)
+    node[key] = 1
+    message = refusal_or_none(data)
+    assert message is not None and "unknown key" in message and key in message and "\n" not in message
+
+
+@settings(max_examples=100, deadline=None)
+@given(value=st.one_of(st.just(float("nan")), st.just(float("inf")), st.just(float("-inf"))),
+       path=st.sampled_from(["train.lr", "loss.kl_weight", "evaluate.gamma", "ims.texture.lr"]))
+def test_non_finite_floats_are_refused(path, value):
+    assert "allowed: a finite float" in refusal_or_none(set_key(project_params(), path, value))

@@ -3,7 +3,7 @@ import torch
 
 from skdcgn.losses import LossWeights, generator_loss, kl_loss, layer_weights, pixel_loss
 from skdcgn.students import (ProjectionDiscriminator, StudentGenerator, count_parameters, load_student,
-                             save_student)
+                             load_students, save_student)
 
 TEACHER = {"kind": "synthetic", "image_size": 32, "num_classes": 10}
 
@@ -117,3 +117,30 @@ def test_truncated_checkpoint_is_refused(tmp_path):
     (tmp_path / "s.pt").write_bytes(data[: len(data) // 2])
     with pytest.raises(ValueError, match="not an SKDCGN student checkpoint"):
         load_student(tmp_path / "s.pt")
+
+
+def save_set(directory, teachers: dict, ims: dict | None = None) -> None:
+    """One student per mechanism folder; `ims` can put a student of another mechanism in a folder."""
+    for im, teacher in teachers.items():
+        (directory / im).mkdir(parents=True, exist_ok=True)
+        save_student(directory / im / "student.pt", make_student((ims or {}).get(im, im)), teacher)
+
+
+ALL_IMS = ("shape", "texture", "background")
+
+
+def test_a_set_from_one_teacher_loads(tmp_path):
+    save_set(tmp_path, {im: TEACHER for im in ALL_IMS})
+    students, teacher = load_students(tmp_path)
+    assert teacher == TEACHER and [s.config["im"] for s in students.values()] == list(ALL_IMS)
+
+
+@pytest.mark.parametrize("case, expected", [("two teachers", "distilled from different teachers"),
+                                            ("wrong mechanism", "holds a background student, expected texture")])
+def test_students_of_mixed_teachers_or_swapped_mechanisms_are_refused(tmp_path, case, expected):
+    teachers = {im: TEACHER for im in ALL_IMS}
+    if case == "two teachers":
+        teachers["background"] = {**TEACHER, "kind": "cgn-mnist", "sha256": "7aa06c90"}
+    save_set(tmp_path, teachers, {"texture": "background"} if case == "wrong mechanism" else None)
+    with pytest.raises(ValueError, match=expected):
+        load_students(tmp_path)

@@ -1,5 +1,6 @@
 import pytest
 import torch
+from torch.optim.optimizer import register_optimizer_step_pre_hook
 
 from skdcgn.losses import LossWeights
 from skdcgn.shards import encode_images
@@ -30,12 +31,13 @@ class Recorder:
         self.evals.append((step, metrics))
 
 
-def train(steps: int, weights: LossWeights = LossWeights(), seed: int = 0):
+def train(steps: int, weights: LossWeights = LossWeights(), seed: int = 0, grad_clip: float = 0.0):
     torch.manual_seed(seed)
     student = StudentGenerator(IM, 16, 10, 32, [32, 32, 16, 8])
     disc = ProjectionDiscriminator(1, 10, [8, 16, 32])
     recorder = Recorder()
-    settings = TrainSettings(steps=steps, batch_size=32, lr=2e-3, log_every=10, eval_every=20, seed=seed)
+    settings = TrainSettings(steps=steps, batch_size=32, lr=2e-3, log_every=10, eval_every=20, seed=seed,
+                             grad_clip=grad_clip)
     final = distill(student, disc, teacher_samples(320, 1), teacher_samples(100, 2), weights, settings, recorder)
     return student, final, recorder
 
@@ -73,3 +75,25 @@ def test_too_few_samples_for_a_batch_is_refused():
     with pytest.raises(ValueError, match="fewer than one batch"):
         distill(StudentGenerator(IM, 16, 10, 32, [16, 16, 8, 8]), ProjectionDiscriminator(1, 10, [8, 8, 8]),
                 teacher_samples(10, 1), teacher_samples(10, 2), LossWeights(), TrainSettings(steps=5, batch_size=32))
+
+
+def gradient_norms_at_each_update(**train_options) -> list[float]:
+    """Total gradient norm each optimizer (G and D) sees when it steps, over a short training run."""
+    norms = []
+
+    def record(optimizer, args, kwargs):
+        grads = [p.grad for group in optimizer.param_groups for p in group["params"] if p.grad is not None]
+        norms.append(torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g) for g in grads])).item())
+
+    handle = register_optimizer_step_pre_hook(record)
+    try:
+        train(10, **train_options)
+    finally:
+        handle.remove()
+    return norms
+
+
+def test_gradient_clipping_bounds_every_update():
+    assert max(gradient_norms_at_each_update()) > 0.05  # unclipped, the gradients are larger than the bound
+    clipped = gradient_norms_at_each_update(grad_clip=0.05)
+    assert len(clipped) == 20 and max(clipped) <= 0.05 * (1 + 1e-4)
