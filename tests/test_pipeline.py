@@ -102,7 +102,7 @@ def repo(tmp_path_factory) -> Path:
 def cgn_repo(tmp_path_factory, shared) -> Path:
     """The tiny pipeline on the real double-colored teacher, linked into teachers/ as the README says."""
     repo = tmp_path_factory.mktemp("cgn-project")
-    (repo / CGN_CHECKPOINT).parent.mkdir(parents=True)
+    (repo / CGN_CHECKPOINT).parent.mkdir(parents=True, exist_ok=True)
     (repo / CGN_CHECKPOINT).symlink_to(shared / "teachers" / "cgn-mnist" / "double_colored_mnist.pth")
     return tiny_project(repo, CGN_HERE, profile=nested(overrides("cgn-mnist", "double_colored", ROOT)))
 
