@@ -199,6 +199,25 @@ def test_real_teacher_samples_and_shifts_travel_with_their_images(cgn_repo):
     assert {"z_shape", "y_texture", "shift_texture", "shift_background"} <= columns
 
 
+def refusal(repo: Path, section: str, key: str, value: str, *stage: str) -> str:
+    """Run one stage with params.yaml's `section.key` set to `value`: it must exit 2 with one stderr line and
+    leave data/ byte-identical. Returns that line."""
+    params_file = repo / "params.yaml"
+    committed = params_file.read_text()
+    params = yaml.safe_load(committed)
+    params[section][key] = value
+    before = digests(repo / "data")
+    try:
+        params_file.write_text(yaml.safe_dump(params))
+        result = subprocess.run([sys.executable, "-m", *stage], cwd=repo, capture_output=True, text=True)
+    finally:
+        params_file.write_text(committed)
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.count("\n") == 1, result.stderr
+    assert digests(repo / "data") == before
+    return result.stderr
+
+
 @pytest.mark.parametrize("bad", ["truncated", "shard", "other-architecture"])
 def test_a_wrong_checkpoint_stops_generate_with_one_line_and_touches_nothing(cgn_repo, bad):
     wrong = cgn_repo / f"wrong-{bad}.pth"
@@ -208,17 +227,14 @@ def test_a_wrong_checkpoint_stops_generate_with_one_line_and_touches_nothing(cgn
         shutil.copy(next((cgn_repo / "data/teacher/shape/train").glob("*.tar")), wrong)
     else:
         shutil.copy(cgn_repo / "data/students/shape/student.pt", wrong)
-    params_file = cgn_repo / "params.yaml"
-    committed = params_file.read_text()
-    params = yaml.safe_load(committed)
-    params["teacher"]["checkpoint"] = wrong.name
-    before = digests(cgn_repo / "data")
-    try:
-        params_file.write_text(yaml.safe_dump(params))
-        result = subprocess.run([sys.executable, "-m", "pipeline.generate", "shape"], cwd=cgn_repo,
-                                capture_output=True, text=True)
-    finally:
-        params_file.write_text(committed)
-    assert result.returncode == 2, result.stderr
-    assert result.stderr.count("\n") == 1 and wrong.name in result.stderr, result.stderr
-    assert digests(cgn_repo / "data") == before
+    assert wrong.name in refusal(cgn_repo, "teacher", "checkpoint", wrong.name, "pipeline.generate", "shape")
+
+
+def test_unusable_mnist_folder_stops_reference_with_one_line_and_touches_nothing(cgn_repo, shared):
+    folder = cgn_repo / "broken-mnist"
+    folder.mkdir()
+    for name in ("t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz"):
+        source = (shared / "data" / "mnist-test-half" / name).read_bytes()
+        (folder / name).write_bytes(source[: len(source) // 2])  # truncated: no network is needed to refuse it
+    line = refusal(cgn_repo, "evaluate", "mnist_dir", folder.name, "pipeline.reference")
+    assert "broken-mnist" in line and "t10k-images-idx3-ubyte" in line
