@@ -29,12 +29,13 @@ def overrides(name: str, variant: str | None = None, root: Path = Path(".")) -> 
             raise ParamError(f"profile {name!r} needs a variant argument (e.g. double_colored)")
         text = text.replace("{variant}", variant)
     profile = yaml.safe_load(text) or {}
-    parse(Params, _merged(yaml.safe_load((root / PARAMS_FILE).read_text()), profile))
+    parse(Params, merged(yaml.safe_load((root / PARAMS_FILE).read_text()), profile))
     return dict(_flat(profile))
 
 
-def _merged(base: dict, update: dict) -> dict:
-    return {k: _merged(base[k], v) if isinstance(v, dict) and isinstance(base.get(k), dict) else v
+def merged(base: dict, update: dict) -> dict:
+    """`base` with `update` laid over it, nested mappings key by key (how `-S` overrides apply)."""
+    return {k: merged(base[k], v) if isinstance(v, dict) and isinstance(base.get(k), dict) else v
             for k, v in {**base, **update}.items()}
 
 

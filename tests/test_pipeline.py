@@ -14,7 +14,7 @@ import pytest
 import yaml
 
 from conftest import SHARED
-from pipeline.profile import overrides
+from pipeline.profile import merged, overrides
 
 ROOT = Path(__file__).resolve().parents[1]
 PROJECT_FILES = ["skdcgn", "pipeline", "teachers", "dvc.yaml", "params.yaml", ".dvc/config", ".dvcignore",
@@ -33,11 +33,6 @@ CGN_CHECKPOINT = "teachers/cgn-mnist/double_colored_mnist.pth"
 CGN_HERE = {"evaluate": {"mnist_dir": str(SHARED / "data" / "mnist-test-half"), "test_size": 4880}}
 STAGES = {f"{stage}@{im}" for stage in ("generate", "distill") for im in ("shape", "texture", "background")}
 STAGES |= {"compose", "reference", "evaluate"}
-
-
-def merge(base: dict, override: dict) -> dict:
-    return {k: merge(base[k], v) if isinstance(v, dict) and isinstance(base.get(k), dict) else v
-            for k, v in {**base, **override}.items()}
 
 
 def run(repo: Path, *args: str) -> str:
@@ -82,8 +77,8 @@ def tiny_project(repo: Path, params: dict, profile: dict | None = None) -> Path:
                             dirs_exist_ok=True)
         else:
             shutil.copy(source, target)
-    base = merge(yaml.safe_load((ROOT / "params.yaml").read_text()), profile or {})
-    params = merge(merge(base, TINY), params)
+    base = merged(yaml.safe_load((ROOT / "params.yaml").read_text()), profile or {})
+    params = merged(merged(base, TINY), params)
     (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     run(repo, "git", "init", "-q")
     run(repo, "git", "-c", "user.name=t", "-c", "user.email=t@t", "add", ".")
