@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
 import json
 import os
 import shutil
@@ -19,6 +21,9 @@ from skdcgn.teachers.base import Teacher
 
 DATA = Path("data")
 THREADS_ENV = "SKDCGN_THREADS"
+RESUME_ENV = "SKDCGN_RESUME"
+RESUME_DIR = ".resume"  # inside a partial output: its key and the state a resumed run goes on from
+CODE = [Path(__file__).resolve().parents[1] / package for package in ("skdcgn", "pipeline")]
 
 
 def stage_args(with_im: bool) -> tuple[Params, str | None]:
@@ -38,6 +43,9 @@ def setup_torch() -> torch.device:
     small student's step up to 30x slower. Threads are set by environment, not params: they change speed, and
     a params change would re-run stages."""
     torch.set_num_threads(int(os.environ.get(THREADS_ENV, "1")))
+    # cuBLAS repeats its results only with a fixed workspace (PyTorch's reproducibility notes); it must be set
+    # before CUDA starts. Kernels with no deterministic version (README: on CUDA) warn rather than fail.
+    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
     torch.use_deterministic_algorithms(True, warn_only=True)
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
@@ -59,13 +67,46 @@ def exit_on_error(*errors: type[Exception]) -> Iterator[None]:
         raise SystemExit(2) from None
 
 
+def may_resume(default: bool) -> bool:
+    """SKDCGN_RESUME: unset = the stage's default (training resumes, generation starts afresh), 1 = resume,
+    0 = start afresh. An environment variable, not a param: resuming changes no output, so no stage re-runs."""
+    value = os.environ.get(RESUME_ENV, "")
+    if value not in ("", "0", "1"):
+        print(f"error: {RESUME_ENV}={value!r} is not allowed; allowed: 0, 1 or unset", file=sys.stderr)
+        raise SystemExit(2)
+    return default if value == "" else value == "1"
+
+
+def resume_key(*inputs) -> str:
+    """What a partial output must match to be continued: the stage's inputs (params as dataclasses, digests of
+    input files) and the source of the code that writes it."""
+    digest = hashlib.sha256(json.dumps(inputs, sort_keys=True, default=_plain).encode())
+    for path in sorted(path for package in CODE for path in package.rglob("*.py")):
+        digest.update(path.read_bytes())
+    return digest.hexdigest()
+
+
+def _plain(value: object) -> object:
+    return dataclasses.asdict(value) if dataclasses.is_dataclass(value) else str(value)
+
+
 @contextmanager
-def staging(output: Path) -> Iterator[Path]:
-    """Build a stage output under `.<name>.partial` and rename it into place only when complete."""
+def staging(output: Path, key: str | None = None, resume: bool = False) -> Iterator[Path]:
+    """Build a stage output under `.<name>.partial` and rename it into place only when complete.
+
+    `key` (from `resume_key`) marks the partial directory. With `resume`, the partial directory of a killed run
+    with the same key is continued, not wiped; its `.resume/` (key, training checkpoint) goes before the rename.
+    """
     partial = output.with_name(f".{output.name}.partial")
-    shutil.rmtree(partial, ignore_errors=True)
-    partial.mkdir(parents=True)
+    key_file = partial / RESUME_DIR / "key"
+    if resume and key and key_file.is_file() and key_file.read_text() == key:
+        print(f"resuming the interrupted run in {partial}", flush=True)
+    else:
+        shutil.rmtree(partial, ignore_errors=True)
+        key_file.parent.mkdir(parents=True)
+        key_file.write_text(key or "")
     yield partial
+    shutil.rmtree(partial / RESUME_DIR)
     shutil.rmtree(output, ignore_errors=True)
     partial.rename(output)
 

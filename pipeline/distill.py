@@ -1,24 +1,28 @@
 """Stage distill@<im>: train the student of one mechanism on its teacher samples.
 
 Writes the student checkpoint, a DVCLive directory (training curves, held-out fidelity next to the trivial
-per-class-mean baseline, parameter counts) and a teacher-over-student grid of held-out samples.
+per-class-mean baseline, parameter counts) and a teacher-over-student grid of held-out samples. A killed run
+resumes from its last checkpoint when params, teacher samples and code are unchanged (`SKDCGN_RESUME=0`: start
+afresh); a diverging one stops with exit 1, naming the step and keeping that checkpoint.
 """
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import torch
 from dvclive import Live
 
-from pipeline.common import DATA, setup_torch, stage_args, staging
+from pipeline.common import DATA, RESUME_DIR, may_resume, resume_key, setup_torch, stage_args, staging
 from skdcgn.metrics import class_mean_images, fidelity
 from skdcgn.grids import save_grid
+from skdcgn.hashing import file_sha256
 from skdcgn.seeds import stream_seed
 from skdcgn.shards import decode_images, load_dataset, read_meta
 from skdcgn.students import ProjectionDiscriminator, StudentGenerator, count_parameters, save_student
 from skdcgn.teachers.base import CHANNELS, VALUE_RANGE
-from skdcgn.train import PairedSamples, TrainSettings, distill, predict
+from skdcgn.train import PairedSamples, TrainingDiverged, distill, predict
 
 GRID_SAMPLES = 20
 
@@ -55,15 +59,16 @@ def main() -> None:
     student = StudentGenerator(im, teacher["z_dims"][im], teacher["num_classes"], teacher["image_size"],
                                settings.student_widths).to(device)
     disc = ProjectionDiscriminator(CHANNELS[im], teacher["num_classes"], settings.disc_widths).to(device)
-    train_settings = TrainSettings(
-        steps=settings.steps, batch_size=settings.batch_size, lr=settings.lr, betas=tuple(settings.betas),
-        lr_decay=settings.lr_decay, log_every=settings.log_every, eval_every=settings.eval_every,
-        seed=stream_seed(params.seed, "batches", im), grad_clip=settings.grad_clip)
-
-    with staging(DATA / "students" / im) as out:
+    key = resume_key("distill", im, params.seed, params.loss, settings,
+                     *(file_sha256(source / split / "shards.parquet") for split in ("train", "heldout")))
+    with staging(DATA / "students" / im, key, may_resume(default=True)) as out:
         with Live(str(out / "live"), dvcyaml=False, save_dvc_exp=False) as live:
-            distill(student, disc, train, heldout, params.loss, train_settings,
-                    LiveCallback(live))
+            try:
+                distill(student, disc, train, heldout, params.loss, settings, stream_seed(params.seed, "batches", im),
+                        LiveCallback(live), checkpoint=out / RESUME_DIR / "training.pt")
+            except TrainingDiverged as error:
+                print(f"error: {error}", file=sys.stderr)
+                raise SystemExit(1) from None
             live.summary["baseline"] = class_mean_baseline(im, train, heldout)
             live.summary["parameters"] = {"student": count_parameters(student),
                                           "teacher": info["teacher_parameters"]}

@@ -21,7 +21,7 @@ from skdcgn.evaluation import SOURCES
 from skdcgn.losses import LossWeights
 from skdcgn.teachers import TEACHER_KINDS
 from skdcgn.teachers.base import VARIANTS
-from skdcgn.train import LR_DECAYS
+from skdcgn.train import TrainSettings
 
 PARAMS_FILE = Path("params.yaml")
 
@@ -46,11 +46,6 @@ def above(low: float) -> dict:
     return {"above": low}
 
 
-def list_of(length: int | None = None, **item_rules) -> dict:
-    """Rules for a list: an optional exact length, and rules every item must meet."""
-    return {"length": length, "item": item_rules}
-
-
 def one_of(choices: tuple) -> dict:
     return {"choices": choices}
 
@@ -69,20 +64,6 @@ class Generate:
     heldout_per_class: int = field(default=50, metadata=at_least(1))
     shard_size: int = field(default=5000, metadata=at_least(1))
     batch_size: int = field(default=1000, metadata=at_least(1))
-
-
-@dataclass(frozen=True)
-class Train:
-    steps: int = field(default=1000, metadata=at_least(1))
-    batch_size: int = field(default=64, metadata=at_least(1))
-    lr: float = field(default=1e-3, metadata=above(0.0))
-    betas: list[float] = field(default_factory=lambda: [0.5, 0.999], metadata=list_of(2, min=0.0, below=1.0))
-    lr_decay: str = field(default="cosine", metadata=one_of(LR_DECAYS))
-    log_every: int = field(default=50, metadata=at_least(1))
-    eval_every: int = field(default=500, metadata=at_least(1))
-    student_widths: list[int] = field(default_factory=lambda: [64, 64, 32, 16], metadata=list_of(min=1))
-    disc_widths: list[int] = field(default_factory=lambda: [16, 32, 64], metadata=list_of(min=1))
-    grad_clip: float = field(default=0.0, metadata=at_least(0.0))
 
 
 @dataclass(frozen=True)
@@ -112,13 +93,13 @@ class Params:
     teacher: Teacher = field(default_factory=Teacher)
     generate: Generate = field(default_factory=Generate)
     loss: LossWeights = field(default_factory=LossWeights)  # the library's own dataclass and rules
-    train: Train = field(default_factory=Train)
+    train: TrainSettings = field(default_factory=TrainSettings)  # the library's own, like `loss`
     # Per-IM overrides of `train` keys, e.g. more steps for the shape mechanism.
     ims: dict[str, dict] = field(default_factory=lambda: {im: {} for im in IMS})
     compose: Compose = field(default_factory=Compose)
     evaluate: Evaluate = field(default_factory=Evaluate)
 
-    def train_for(self, im: str) -> Train:
+    def train_for(self, im: str) -> TrainSettings:
         """`train` with the IM's overrides applied (already validated by `parse`)."""
         return dataclasses.replace(self.train, **self.ims[im])
 
@@ -186,7 +167,7 @@ def _check_ims(params: Params) -> None:
         what = f"unknown mechanism {extra[0]!r}" if extra else f"missing {sorted(set(IMS) - set(params.ims))[0]!r}"
         raise ParamError(f"ims: {what}; allowed and required: {', '.join(IMS)}")
     for im, overrides in params.ims.items():
-        parse(Train, {**dataclasses.asdict(params.train), **_plain(overrides, f"ims.{im}")}, f"ims.{im}")
+        parse(TrainSettings, {**dataclasses.asdict(params.train), **_plain(overrides, f"ims.{im}")}, f"ims.{im}")
 
 
 def _plain(value: object, path: str) -> dict:

@@ -16,14 +16,26 @@ def class_balanced_labels(per_class: int, num_classes: int) -> torch.Tensor:
 
 
 def generate_samples(teacher: Teacher, im: str, directory: Path, per_class: int, generator: torch.Generator,
-                     shard_size: int, batch_size: int, advance=None) -> None:
+                     shard_size: int, batch_size: int, advance=None, resume: bool = False) -> None:
+    """Teacher images for class-balanced labels and seeded noise. With `resume`, the whole shards a killed run
+    left in the partial directory are kept and generation goes on after them (the caller checks they are ours)."""
     labels = class_balanced_labels(per_class, teacher.num_classes)
+    # All the noise is drawn up front, so a resumed run hands the teacher the same z as an uninterrupted one.
     noise = torch.randn(len(labels), teacher.z_dims[im], generator=generator)
     info = {"im": im, "teacher": teacher.identity(), "teacher_parameters": teacher.num_parameters(im)}
-    with writing_dataset(directory, shard_size=shard_size, value_range=VALUE_RANGE[im], info=info) as writer:
+    with writing_dataset(directory, resume=resume, shard_size=shard_size, value_range=VALUE_RANGE[im],
+                         info=info) as writer:
+        done = writer.num_samples
+        if advance:
+            advance(done)
+        # The batch grid stays that of an uninterrupted run: the teacher sees the same batches, the same bytes.
         for start in range(0, len(labels), batch_size):
-            z, y = noise[start:start + batch_size], labels[start:start + batch_size]
-            keys = [f"{i:08d}" for i in range(start, start + len(y))]
-            writer.add_batch(keys, y, teacher(im, z, y), {"z": z})
+            stop = min(start + batch_size, len(labels))
+            if stop <= done:
+                continue
+            z, y = noise[start:stop], labels[start:stop]
+            kept = slice(max(done - start, 0), None)
+            keys = [f"{i:08d}" for i in range(start, stop)][kept]
+            writer.add_batch(keys, y[kept], teacher(im, z, y)[kept], {"z": z[kept]})
             if advance:
-                advance(len(y))
+                advance(len(keys))

@@ -13,9 +13,9 @@ WebDataset silently drops a truncated tar, so nothing reads a dataset that `vali
 
 from __future__ import annotations
 
-import hashlib
 import io
 import json
+import os
 import shutil
 import tarfile
 from contextlib import contextmanager
@@ -29,7 +29,10 @@ import pyarrow.parquet as pq
 import torch
 from PIL import Image
 
+from skdcgn.hashing import file_sha256
+
 SHARD_PATTERN = "shard-%06d.tar"
+ROWS_PATTERN = "shard-%06d.rows.parquet"  # a whole shard's manifest rows, until `close` joins them
 # zlib level 1: lossless either way, and encoding speed is what bounds shard writing, not disk.
 PNG_COMPRESS_LEVEL = 1
 TAR_BLOCK = 512
@@ -65,81 +68,119 @@ def _npy_bytes(array: np.ndarray) -> bytes:
     return buffer.getvalue()
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 @dataclass
 class ShardWriter:
     """Writes batches of samples into shards of `shard_size` records; `close` completes the manifest.
 
+    A shard is written under a temporary name and renamed when full, and its manifest rows then land beside it
+    (`<shard>.rows.parquet`), so a killed run leaves whole shards and, at most, one temporary file. With
+    `resume`, the whole shards a killed run left are kept and `num_samples` says where to go on from.
     Use `writing_dataset` rather than this class directly, so that a crash never leaves a complete-looking
-    directory behind. The manifest is streamed one row group per batch: memory does not grow with the dataset.
+    directory behind. Memory holds one shard's manifest rows at most, never the dataset's.
     """
 
     directory: Path
     shard_size: int
     value_range: tuple[float, float]
     info: dict = field(default_factory=dict)
+    resume: bool = False
     num_samples: int = 0
-    _members: list = field(default_factory=list)
-    _image_shape: tuple = ()
-    _tar_writer: object = None
-    _manifest_writer: object = None
+    _layout: dict = field(default_factory=dict)  # members and image shape: the same for every sample
+    _tar: object = None
+    _rows: list = field(default_factory=list)
 
     def __post_init__(self) -> None:
-        import webdataset as wds  # costs ~1 s: only the commands that write shards pay it
-
         self.directory.mkdir(parents=True, exist_ok=True)
-        # mtime=0 and no compression: the same samples always give the same bytes, so DVC sees no change.
-        self._tar_writer = wds.ShardWriter(
-            str(self.directory / SHARD_PATTERN), maxcount=self.shard_size, mtime=0, encoder=False, verbose=0
-        )
+        kept = self._whole_shards() if self.resume else 0
+        keep = {name for i in range(kept) for name in (SHARD_PATTERN % i, ROWS_PATTERN % i)}
+        for path in self.directory.iterdir():
+            if path.name not in keep:
+                path.unlink()
+        self.num_samples = kept * self.shard_size
+        if kept:
+            rows = self.directory / (ROWS_PATTERN % (kept - 1))
+            self._layout = json.loads(pq.read_schema(rows).metadata[b"layout"])
+
+    def _whole_shards(self) -> int:
+        """Shards 0..k-1 that have their rows: the rows are written after the shard's rename, so both are whole."""
+        count = 0
+        while (self.directory / (ROWS_PATTERN % count)).is_file():
+            count += 1
+        return count
 
     def add_batch(self, keys: list[str], labels: torch.Tensor, images: torch.Tensor, arrays: dict) -> None:
         """Append samples: images (B, C, H, W) float in value_range, arrays name -> (B, ...) tensors."""
         pixels = encode_images(images, self.value_range)
         labels = labels.detach().cpu().numpy().astype(np.int64)
         arrays = {name: value.detach().cpu().numpy() for name, value in arrays.items()}
-        self._members = sorted(["cls", "png"] + [f"{name}.npy" for name in arrays])
-        self._image_shape = tuple(images.shape[1:])
+        self._layout = {"members": sorted(["cls", "png"] + [f"{name}.npy" for name in arrays]),
+                        "image_shape": list(images.shape[1:])}
         shards = [SHARD_PATTERN % ((self.num_samples + i) // self.shard_size) for i in range(len(keys))]
+        columns = {"key": pa.array(keys), "label": pa.array(labels), "shard": pa.array(shards)}
+        columns.update({name: _as_arrow_column(array) for name, array in arrays.items()})
+        rows = pa.table(columns)
+        first = 0  # the batch's first row not yet handed to a shard
         for i, key in enumerate(keys):
             record = {"__key__": key, "cls": str(labels[i]).encode(), "png": _png_bytes(pixels[i])}
             record.update({f"{name}.npy": _npy_bytes(array[i]) for name, array in arrays.items()})
-            self._tar_writer.write(record)
-        self.num_samples += len(keys)
-        columns = {"key": pa.array(keys), "label": pa.array(labels), "shard": pa.array(shards)}
-        columns.update({name: _as_arrow_column(array) for name, array in arrays.items()})
-        self._write_manifest_rows(pa.table(columns))
+            self._write(record)
+            if self.num_samples % self.shard_size == 0:
+                self._rows.append(rows.slice(first, i + 1 - first))
+                first = i + 1
+                self._finish_shard()
+        if first < len(keys):
+            self._rows.append(rows.slice(first))
 
-    def _write_manifest_rows(self, table: pa.Table) -> None:
-        if self._manifest_writer is None:
-            self._manifest_writer = pq.ParquetWriter(
-                self.directory / "manifest.parquet", table.schema, compression="zstd"
-            )
-        self._manifest_writer.write_table(table)
+    def _write(self, record: dict) -> None:
+        if self._tar is None:
+            shard = SHARD_PATTERN % (self.num_samples // self.shard_size)
+            self._tar = _tar_writer(self.directory / f"{shard}.tmp")
+        self._tar.write(record)
+        self.num_samples += 1
+
+    def _finish_shard(self) -> None:
+        self._tar.close()
+        self._tar = None
+        index = (self.num_samples - 1) // self.shard_size
+        os.replace(self.directory / f"{SHARD_PATTERN % index}.tmp", self.directory / (SHARD_PATTERN % index))
+        # One chunk, whatever the batches were: a resumed run writes the same bytes as an uninterrupted one.
+        rows = pa.concat_tables(self._rows).combine_chunks()
+        self._rows = []
+        rows = rows.replace_schema_metadata({"layout": json.dumps(self._layout)})
+        temporary = self.directory / f"{ROWS_PATTERN % index}.tmp"
+        pq.write_table(rows, temporary, compression="zstd")
+        os.replace(temporary, self.directory / (ROWS_PATTERN % index))
 
     def close(self) -> None:
-        self._tar_writer.close()
+        if self._tar is not None:
+            self._finish_shard()
         if not self.num_samples:
             raise ShardError(f"{self.directory}: no samples were written")
-        self._manifest_writer.close()
+        self._join_manifest()
         self._write_shard_table()
-        channels, height, width = self._image_shape
+        channels, height, width = self._layout["image_shape"]
+        members = self._layout["members"]
         meta = {
             "format": 1,
             "num_samples": self.num_samples,
-            "members": self._members,
-            "arrays": [m[: -len(".npy")] for m in self._members if m.endswith(".npy")],
+            "members": members,
+            "arrays": [m[: -len(".npy")] for m in members if m.endswith(".npy")],
             "image": {"channels": channels, "height": height, "width": width, "value_range": list(self.value_range)},
             "info": self.info,
         }
         (self.directory / "dataset.json").write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")
+
+    def _join_manifest(self) -> None:
+        """The shards' rows, in order, streamed into manifest.parquet (one row group per shard)."""
+        parts = sorted(self.directory.glob(ROWS_PATTERN.replace("%06d", "*")))
+        writer = None
+        for part in parts:
+            rows = pq.read_table(part).replace_schema_metadata(None)
+            writer = writer or pq.ParquetWriter(self.directory / "manifest.parquet", rows.schema, compression="zstd")
+            writer.write_table(rows)
+        writer.close()
+        for part in parts:
+            part.unlink()
 
     def _write_shard_table(self) -> None:
         paths = sorted(self.directory.glob("shard-*.tar"))
@@ -149,10 +190,17 @@ class ShardWriter:
                 "name": [p.name for p in paths],
                 "n_samples": pa.array(counts, pa.int64()),
                 "bytes": pa.array([p.stat().st_size for p in paths], pa.int64()),
-                "sha256": [_sha256(p) for p in paths],
+                "sha256": [file_sha256(p) for p in paths],
             }
         )
         pq.write_table(table, self.directory / "shards.parquet", compression="zstd")
+
+
+def _tar_writer(path: Path):
+    import webdataset as wds  # costs ~1 s: only the commands that write shards pay it
+
+    # mtime=0 and no compression: the same samples always give the same bytes, so DVC sees no change.
+    return wds.TarWriter(str(path), mtime=0, encoder=False)
 
 
 def _as_arrow_column(stacked: np.ndarray) -> pa.Array:
@@ -164,15 +212,17 @@ def _as_arrow_column(stacked: np.ndarray) -> pa.Array:
 
 
 @contextmanager
-def writing_dataset(directory: Path, **writer_options) -> Iterator[ShardWriter]:
+def writing_dataset(directory: Path, resume: bool = False, **writer_options) -> Iterator[ShardWriter]:
     """Write a dataset under a temporary name; validate it; only then give it its real name.
 
-    A crash or a bad shard leaves at most `.<name>.partial`, which no reader looks at and the next run replaces.
+    A crash or a bad shard leaves at most `.<name>.partial`, which no reader looks at and the next run replaces,
+    or, with `resume`, continues from its whole shards (the caller makes sure they come from the same inputs).
     """
     directory = Path(directory)
     partial = directory.with_name(f".{directory.name}.partial")
-    shutil.rmtree(partial, ignore_errors=True)
-    writer = ShardWriter(partial, **writer_options)
+    if not resume:
+        shutil.rmtree(partial, ignore_errors=True)
+    writer = ShardWriter(partial, resume=resume, **writer_options)
     yield writer
     writer.close()
     validate(partial)
@@ -216,7 +266,7 @@ def _check_shard(path: Path, row: dict, keys: list[str], members: list[str]) -> 
     size = path.stat().st_size
     if size != row["bytes"] or size % TAR_BLOCK:
         raise ShardError(f"{path}: truncated or altered ({size} bytes, manifest says {row['bytes']})")
-    if _sha256(path) != row["sha256"]:
+    if file_sha256(path) != row["sha256"]:
         raise ShardError(f"{path}: sha256 differs from the manifest (corrupted)")
     # The hash only proves the file is what was written; this proves what was written was a whole tar.
     with open(path, "rb") as handle:

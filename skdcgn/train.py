@@ -6,8 +6,12 @@ or a GPU box that has only torch.
 
 from __future__ import annotations
 
+import dataclasses
+import itertools
 import math
-from dataclasses import dataclass
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Iterator, Protocol
 
 import torch
@@ -23,19 +27,34 @@ LR_DECAYS = ("cosine", "constant")
 
 @dataclass(frozen=True)
 class TrainSettings:
-    steps: int
-    batch_size: int = 64
-    lr: float = 1e-3
-    betas: tuple[float, float] = (0.5, 0.999)
-    lr_decay: str = "cosine"
-    log_every: int = 50
-    eval_every: int = 500
-    seed: int = 0
-    grad_clip: float = 0.0  # max total gradient norm per update of G and of D; 0 = off
+    """How one student is trained. Field metadata states what is allowed: params.yaml validation reads it too,
+    so `train:` in params.yaml is exactly this class."""
+
+    steps: int = field(default=1000, metadata={"min": 1})
+    batch_size: int = field(default=64, metadata={"min": 1})
+    lr: float = field(default=1e-3, metadata={"above": 0.0})
+    betas: list[float] = field(default_factory=lambda: [0.5, 0.999],
+                               metadata={"length": 2, "item": {"min": 0.0, "below": 1.0}})
+    lr_decay: str = field(default="cosine", metadata={"choices": LR_DECAYS})
+    log_every: int = field(default=50, metadata={"min": 1})
+    eval_every: int = field(default=500, metadata={"min": 1})
+    student_widths: list[int] = field(default_factory=lambda: [64, 64, 32, 16], metadata={"item": {"min": 1}})
+    disc_widths: list[int] = field(default_factory=lambda: [16, 32, 64], metadata={"item": {"min": 1}})
+    # Max total gradient norm per update of G and of D; 0 = off.
+    grad_clip: float = field(default=0.0, metadata={"min": 0.0})
+    # Steps between resumable checkpoints; each is written at the first log step that many steps after the last.
+    checkpoint_every: int = field(default=250, metadata={"min": 1})
+    # A log window whose mean |discriminator logit| exceeds this stops training (the hinge loss stops pulling at
+    # |logit| 1, so healthy logits stay small); 0 = off.
+    max_disc_logit: float = field(default=1000.0, metadata={"min": 0.0})
 
     def __post_init__(self) -> None:
         if self.lr_decay not in LR_DECAYS:
             raise ValueError(f"lr_decay {self.lr_decay!r}; allowed: {', '.join(LR_DECAYS)}")
+
+
+class TrainingDiverged(FloatingPointError):
+    """A non-finite loss or an exploding discriminator: training stopped, naming the step."""
 
 
 class Callback(Protocol):
@@ -98,47 +117,125 @@ def evaluate_student(student: StudentGenerator, heldout: PairedSamples) -> dict[
 
 
 def distill(student: StudentGenerator, disc: ProjectionDiscriminator, train: PairedSamples,
-            heldout: PairedSamples, weights: LossWeights, settings: TrainSettings,
-            callback: Callback | None = None) -> dict[str, float]:
-    """Train `student` to imitate the teacher samples; returns its final held-out fidelity."""
+            heldout: PairedSamples, weights: LossWeights, settings: TrainSettings, seed: int,
+            callback: Callback | None = None, checkpoint: Path | None = None) -> dict[str, float]:
+    """Train `student` to imitate the teacher samples; returns its final held-out fidelity.
+
+    `seed` orders the batches. With `checkpoint`, the whole training state goes to that file every
+    `checkpoint_every` steps, and a run that finds the file continues from it: on the CPU the result is
+    bit-identical to a run never stopped. A run that diverges keeps the file: the last good state.
+    """
     device = train.z.device
     student.init_class_offset(train.class_means())
     # channels_last, as in the student's forward: teacher images enter the discriminator in that layout too.
     disc.to(memory_format=torch.channels_last)
     autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda")
-    opt_g = torch.optim.Adam(student.parameters(), lr=settings.lr, betas=settings.betas)
-    opt_d = torch.optim.Adam(disc.parameters(), lr=settings.lr, betas=settings.betas)
+    opt_g = torch.optim.Adam(student.parameters(), lr=settings.lr, betas=tuple(settings.betas))
+    opt_d = torch.optim.Adam(disc.parameters(), lr=settings.lr, betas=tuple(settings.betas))
     # A pixel-only objective needs no discriminator: skip its cost entirely.
     uses_disc = weights.adversarial_weight or weights.feature_weight or weights.kl_weight
-    schedules = [torch.optim.lr_scheduler.LambdaLR(opt, _lr_factor(settings))
-                 for opt in ((opt_g, opt_d) if uses_disc else (opt_g,))]
+    schedules = {f"schedule_{name}": torch.optim.lr_scheduler.LambdaLR(opt, _lr_factor(settings))
+                 for name, opt in (("g", opt_g), ("d", opt_d)) if name == "g" or uses_disc}
+    state = TrainingState(checkpoint, {"student": student, "disc": disc, "opt_g": opt_g, "opt_d": opt_d,
+                                       **schedules},
+                          {"settings": dataclasses.asdict(settings), "loss": dataclasses.asdict(weights),
+                           "seed": seed, "student": student.config})
+    reports = Reports(callback, state.resume())
+    # Batches come from the seed alone: skipping the ones already trained on puts the order where it was.
+    batches = itertools.islice(batch_indices(len(train), settings.batch_size, seed, device), state.step, None)
     sums: dict[str, torch.Tensor] = {}
-    logged = 0
     student.train()
     disc.train()
     with progress(f"distill {student.config['im']}", settings.steps, every=settings.log_every) as advance:
-        for step, index in enumerate(batch_indices(len(train), settings.batch_size, settings.seed, device), 1):
+        shown = state.step
+        advance(shown)
+        for step, index in enumerate(batches, state.step + 1):
             z, y, real = train.batch(index)
             with autocast:
                 fake = student(z, y)
             losses = _train_step(student, disc, opt_g, opt_d, weights, z, y, real, fake, autocast, uses_disc,
                                  settings.grad_clip)
-            for scheduler in schedules:
+            for scheduler in schedules.values():
                 scheduler.step()
             for name, value in losses.items():
                 sums[name] = sums.get(name, 0.0) + value
-            if step % settings.log_every == 0 or step == settings.steps:
-                means = _log_window(sums, step, settings.log_every, callback)
-                advance(step - logged, loss=means["loss/generator"])
-                logged = step
+            at_log = step % settings.log_every == 0 or step == settings.steps
+            if at_log:
+                means = _window_means(sums, step, settings, state)
+                reports.log(step, means)
+                advance(step - shown, loss=means["loss/generator"])
+                shown = step
             if callback and step % settings.eval_every == 0 and step < settings.steps:
-                callback.on_eval(step, evaluate_student(student, heldout))
+                reports.eval(step, evaluate_student(student, heldout))
             if step == settings.steps:
                 break
+            if at_log and step - state.step >= settings.checkpoint_every:
+                state.save(step, reports.history)
     final = evaluate_student(student, heldout)
-    if callback:
-        callback.on_eval(settings.steps, final)
+    reports.eval(settings.steps, final)
     return final
+
+
+class Reports:
+    """Passes the loop's reports to the callback and keeps them: a resumed run replays the ones it inherits, so
+    its logs (DVCLive curves included) come out as if it had never stopped."""
+
+    def __init__(self, callback: Callback | None, history: list):
+        self.callback, self.history = callback, []
+        for kind, step, values in history:
+            self._report(kind, step, values)
+
+    def log(self, step: int, values: dict[str, float]) -> None:
+        self._report("log", step, values)
+
+    def eval(self, step: int, metrics: dict[str, float]) -> None:
+        self._report("eval", step, metrics)
+
+    def _report(self, kind: str, step: int, values: dict[str, float]) -> None:
+        self.history.append((kind, step, values))
+        if self.callback:
+            getattr(self.callback, f"on_{kind}")(step, values)
+
+
+class TrainingState:
+    """Everything a resumed run needs, in one file, written atomically so a kill never leaves half a checkpoint.
+
+    `identity` (settings, loss, seed, student config) is stored with it: a file from another run is refused.
+    """
+
+    def __init__(self, path: Path | None, stateful: dict, identity: dict):
+        self.path, self.stateful, self.identity = path and Path(path), stateful, identity
+        self.step = 0
+
+    def resume(self) -> list:
+        """Load the checkpoint when there is one; returns the reports made before it."""
+        if self.path is None or not self.path.is_file():
+            return []
+        saved = torch.load(self.path, map_location="cpu", weights_only=True)
+        differing = sorted(key for key in self.identity if saved["identity"].get(key) != self.identity[key])
+        if differing:
+            raise ValueError(f"{self.path}: a checkpoint of another run ({', '.join(differing)} differ); "
+                             f"delete it to start afresh")
+        for name, thing in self.stateful.items():
+            thing.load_state_dict(saved[name])
+        self.step = saved["step"]
+        print(f"resuming from step {self.step} ({self.path})", flush=True)
+        return saved["history"]
+
+    def save(self, step: int, history: list) -> None:
+        if self.path is None:
+            return
+        state = {name: thing.state_dict() for name, thing in self.stateful.items()}
+        state.update(step=step, history=history, identity=self.identity)
+        temporary = self.path.with_name(f"{self.path.name}.tmp")
+        torch.save(state, temporary)
+        os.replace(temporary, self.path)
+        self.step = step
+
+    def describe(self) -> str:
+        if self.path is None or not self.step:
+            return "no checkpoint was saved"
+        return f"last good checkpoint: {self.path} (step {self.step})"
 
 
 def _train_step(student, disc, opt_g, opt_d, weights, z, y, real, fake, autocast, uses_disc, clip) -> dict:
@@ -146,9 +243,11 @@ def _train_step(student, disc, opt_g, opt_d, weights, z, y, real, fake, autocast
     if uses_disc:
         disc.requires_grad_(True)
         with autocast:
-            d_loss = discriminator_loss(disc(real, y)[0].float(), disc(fake.detach(), y)[0].float())
+            real_logits, fake_logits = disc(real, y)[0].float(), disc(fake.detach(), y)[0].float()
+            d_loss = discriminator_loss(real_logits, fake_logits)
         _update(opt_d, d_loss, clip)
         losses["loss/discriminator"] = d_loss.detach()
+        losses["disc/abs_logit"] = (real_logits.abs().mean() + fake_logits.abs().mean()).detach() / 2
         # The generator step needs gradients through D, not into it.
         disc.requires_grad_(False)
     with autocast:
@@ -172,16 +271,20 @@ def _update(optimizer: torch.optim.Optimizer, loss: torch.Tensor, clip: float) -
     optimizer.step()
 
 
-def _log_window(sums: dict, step: int, log_every: int, callback: Callback | None) -> dict[str, float]:
-    """Means over the steps since the last log; a non-finite loss stops training here, naming the step."""
-    count = step % log_every or log_every
+def _window_means(sums: dict, step: int, settings: TrainSettings, state: TrainingState) -> dict[str, float]:
+    """Means over the steps since the last log. A non-finite loss or an exploding discriminator stops training
+    here, naming the step and the last good checkpoint, which is kept."""
+    count = step % settings.log_every or settings.log_every
     means = {name: float(total) / count for name, total in sums.items()}
     sums.clear()
     bad = [name for name, value in means.items() if not math.isfinite(value)]
     if bad:
-        raise FloatingPointError(f"non-finite {', '.join(bad)} at step {step}: lower the learning rate")
-    if callback:
-        callback.on_log(step, means)
+        raise TrainingDiverged(f"non-finite {', '.join(bad)} at step {step}: lower lr or set grad_clip; "
+                               f"{state.describe()}")
+    logit = means.get("disc/abs_logit", 0.0)
+    if settings.max_disc_logit and logit > settings.max_disc_logit:
+        raise TrainingDiverged(f"discriminator exploding at step {step}: mean |logit| {logit:.4g} > max_disc_logit "
+                               f"{settings.max_disc_logit:g}; lower lr or set grad_clip; {state.describe()}")
     return means
 
 

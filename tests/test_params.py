@@ -89,6 +89,15 @@ def test_stage_refuses_an_unknown_mechanism(tmp_path):
     assert "allowed: shape, texture, background" in result.stderr and len(result.stderr.splitlines()) == 1
 
 
+def test_a_bad_resume_setting_stops_the_stage_before_it_writes(tmp_path):
+    (tmp_path / "params.yaml").write_text((ROOT / "params.yaml").read_text())
+    result = subprocess.run([sys.executable, "-m", "pipeline.generate", "shape"], cwd=tmp_path, capture_output=True,
+                            text=True, env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin", "SKDCGN_RESUME": "yes"})
+    assert result.returncode == 2
+    assert result.stderr.splitlines() == ["error: SKDCGN_RESUME='yes' is not allowed; allowed: 0, 1 or unset"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["params.yaml"]
+
+
 # ---- properties: whatever the value, a key is accepted or refused in one line that names it ----------------
 
 

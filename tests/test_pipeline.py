@@ -5,8 +5,10 @@ import json
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pyarrow.parquet as pq
@@ -33,17 +35,22 @@ CGN_CHECKPOINT = "teachers/cgn-mnist/double_colored_mnist.pth"
 CGN_HERE = {"evaluate": {"mnist_dir": str(SHARED / "data" / "mnist-test-half"), "test_size": 4880}}
 STAGES = {f"{stage}@{im}" for stage in ("generate", "distill") for im in ("shape", "texture", "background")}
 STAGES |= {"compose", "reference", "evaluate"}
+DVC_OUTPUTS = {"generate": "data/teacher", "distill": "data/students"}
 
 
-def run(repo: Path, *args: str) -> str:
-    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}", "SKDCGN_THREADS": "1"}
-    result = subprocess.run(args, cwd=repo, env=env, capture_output=True, text=True)
+def stage_env(**extra: str) -> dict[str, str]:
+    return {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}", "SKDCGN_THREADS": "1",
+            **extra}
+
+
+def run(repo: Path, *args: str, **env: str) -> str:
+    result = subprocess.run(args, cwd=repo, env=stage_env(**env), capture_output=True, text=True)
     assert result.returncode == 0, f"{' '.join(args)} failed:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
     return result.stdout + result.stderr
 
 
-def dvc(repo: Path, *args: str) -> str:
-    return run(repo, sys.executable, "-m", "dvc", *args)
+def dvc(repo: Path, *args: str, **env: str) -> str:
+    return run(repo, sys.executable, "-m", "dvc", *args, **env)
 
 
 def stages_run(output: str) -> set[str]:
@@ -233,3 +240,66 @@ def test_unusable_mnist_folder_stops_reference_with_one_line_and_touches_nothing
         (folder / name).write_bytes(source[: len(source) // 2])  # truncated: no network is needed to refuse it
     line = refusal(cgn_repo, "evaluate", "mnist_dir", folder.name, "pipeline.reference")
     assert "broken-mnist" in line and "t10k-images-idx3-ubyte" in line
+
+
+@pytest.fixture(scope="module")
+def killable(repo, tmp_path_factory) -> Path:
+    """A copy of the tiny project whose shape student and texture samples take long enough to be killed midway."""
+    copy = tmp_path_factory.mktemp("killable") / "project"
+    shutil.copytree(repo, copy, symlinks=True)
+    params = yaml.safe_load((copy / "params.yaml").read_text())
+    params["generate"]["per_class"] = 400
+    params["train"]["checkpoint_every"] = 4
+    params["ims"]["shape"]["steps"] = 400
+    (copy / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    return copy
+
+
+def kill_when(repo: Path, appears: Path, *stage: str) -> None:
+    """Start a stage and kill -9 it as soon as `appears` exists, which the stage writes midway."""
+    process = subprocess.Popen([sys.executable, "-m", *stage], cwd=repo, env=stage_env(),
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    while not (repo / appears).exists():
+        assert process.poll() is None, f"{stage} ended before {appears} appeared"
+        time.sleep(0.01)
+    process.kill()
+    assert process.wait() == -signal.SIGKILL
+
+
+def kill_and_resume(repo: Path, stage: str, appears: str, **env: str) -> None:
+    """Kill -9 a stage midway: its old output stays untouched and DVC knows the stage is not done. Then
+    `dvc repro` resumes it, to the bytes of an uninterrupted run from nothing."""
+    kind, im = stage.split("@")
+    output = repo / DVC_OUTPUTS[kind] / im
+    before = digests(output)
+    kill_when(repo, Path(appears), f"pipeline.{kind}", im)
+    assert digests(output) == before
+    assert stage in dvc(repo, "status", stage)
+    assert "resuming" in dvc(repo, "repro", "-s", stage, **env)
+    resumed = digests(output)
+    shutil.rmtree(output)
+    run(repo, sys.executable, "-m", f"pipeline.{kind}", im)
+    assert digests(output) == resumed
+
+
+def test_distill_killed_midway_resumes_from_its_checkpoint_to_the_same_bytes(killable):
+    kill_and_resume(killable, "distill@shape", "data/students/.shape.partial/.resume/training.pt")
+
+
+def test_generate_killed_midway_resumes_shard_by_shard_on_request(killable):
+    kill_and_resume(killable, "generate@texture", "data/teacher/.texture.partial/.train.partial/"
+                    "shard-000001.rows.parquet", SKDCGN_RESUME="1")
+
+
+def test_a_diverging_student_stops_distill_naming_the_step_and_touches_no_output(killable):
+    params_file = killable / "params.yaml"
+    params = yaml.safe_load(params_file.read_text())
+    params["ims"]["background"]["lr"] = 1e10
+    params_file.write_text(yaml.safe_dump(params, sort_keys=False))
+    before = digests(killable / "data/students/background")
+    result = subprocess.run([sys.executable, "-m", "pipeline.distill", "background"], cwd=killable, env=stage_env(),
+                            capture_output=True, text=True)
+    assert result.returncode == 1
+    assert re.fullmatch(r"error: (non-finite .*|discriminator exploding) at step \d+: .*lower lr or set grad_clip; "
+                        r"(no checkpoint was saved|last good checkpoint: .*)\n", result.stderr)
+    assert digests(killable / "data/students/background") == before

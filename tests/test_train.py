@@ -1,3 +1,6 @@
+import math
+import re
+
 import pytest
 import torch
 from torch.optim.optimizer import register_optimizer_step_pre_hook
@@ -6,7 +9,7 @@ from skdcgn.losses import LossWeights
 from skdcgn.shards import encode_images
 from skdcgn.students import ProjectionDiscriminator, StudentGenerator
 from skdcgn.teachers import make_teacher
-from skdcgn.train import PairedSamples, TrainSettings, distill, evaluate_student
+from skdcgn.train import PairedSamples, TrainingDiverged, TrainSettings, distill, evaluate_student
 
 IM = "shape"
 
@@ -31,14 +34,16 @@ class Recorder:
         self.evals.append((step, metrics))
 
 
-def train(steps: int, weights: LossWeights = LossWeights(), seed: int = 0, grad_clip: float = 0.0):
+def train(steps: int, weights: LossWeights = LossWeights(), seed: int = 0, checkpoint=None, callback=None,
+          **options):
     torch.manual_seed(seed)
     student = StudentGenerator(IM, 16, 10, 32, [32, 32, 16, 8])
     disc = ProjectionDiscriminator(1, 10, [8, 16, 32])
-    recorder = Recorder()
-    settings = TrainSettings(steps=steps, batch_size=32, lr=2e-3, log_every=10, eval_every=20, seed=seed,
-                             grad_clip=grad_clip)
-    final = distill(student, disc, teacher_samples(320, 1), teacher_samples(100, 2), weights, settings, recorder)
+    recorder = callback or Recorder()
+    settings = TrainSettings(**{"steps": steps, "batch_size": 32, "lr": 2e-3, "log_every": 10, "eval_every": 20,
+                                **options})
+    final = distill(student, disc, teacher_samples(320, 1), teacher_samples(100, 2), weights, settings, seed,
+                    recorder, checkpoint)
     return student, final, recorder
 
 
@@ -74,7 +79,7 @@ def test_too_few_samples_for_a_batch_is_refused():
     torch.manual_seed(0)
     with pytest.raises(ValueError, match="fewer than one batch"):
         distill(StudentGenerator(IM, 16, 10, 32, [16, 16, 8, 8]), ProjectionDiscriminator(1, 10, [8, 8, 8]),
-                teacher_samples(10, 1), teacher_samples(10, 2), LossWeights(), TrainSettings(steps=5, batch_size=32))
+                teacher_samples(10, 1), teacher_samples(10, 2), LossWeights(), TrainSettings(steps=5, batch_size=32), 0)
 
 
 def gradient_norms_at_each_update(**train_options) -> list[float]:
@@ -97,3 +102,64 @@ def test_gradient_clipping_bounds_every_update():
     assert max(gradient_norms_at_each_update()) > 0.05  # unclipped, the gradients are larger than the bound
     clipped = gradient_norms_at_each_update(grad_clip=0.05)
     assert len(clipped) == 20 and max(clipped) <= 0.05 * (1 + 1e-4)
+
+
+class Killed(Exception):
+    """Stands in for kill -9 at a chosen step: the loop stops with no chance to tidy up."""
+
+
+class KillAt(Recorder):
+    def __init__(self, step: int):
+        super().__init__()
+        self.step = step
+
+    def on_log(self, step, values):
+        super().on_log(step, values)
+        if step == self.step:
+            raise Killed
+
+
+@pytest.mark.parametrize("weights", [LossWeights(), LossWeights(adversarial_weight=0, feature_weight=0)],
+                         ids=["full-objective", "pixel-only"])
+def test_a_resumed_run_is_bit_identical_to_one_never_stopped(tmp_path, weights):
+    checkpoint = tmp_path / "training.pt"
+    whole, whole_final, whole_log = train(60, weights, checkpoint_every=20)
+    with pytest.raises(Killed):
+        train(60, weights, checkpoint=checkpoint, callback=KillAt(50), checkpoint_every=20)
+    assert torch.load(checkpoint, weights_only=True)["step"] == 40  # steps 41-50 are lost and trained again
+    resumed, resumed_final, resumed_log = train(60, weights, checkpoint=checkpoint, checkpoint_every=20)
+    for (name, a), b in zip(whole.state_dict().items(), resumed.state_dict().values()):
+        assert torch.equal(a, b), name
+    assert resumed_final == whole_final
+    # The reports made before the checkpoint are replayed: the logs read as if the run had never stopped.
+    assert resumed_log.logs == whole_log.logs and resumed_log.evals == whole_log.evals
+
+
+def test_a_checkpoint_of_another_run_is_refused(tmp_path):
+    checkpoint = tmp_path / "training.pt"
+    with pytest.raises(Killed):
+        train(40, checkpoint=checkpoint, callback=KillAt(30), checkpoint_every=10)
+    with pytest.raises(ValueError, match="a checkpoint of another run .settings differ.; delete it"):
+        train(40, checkpoint=checkpoint, lr=1e-3)
+
+
+def test_a_non_finite_loss_stops_training_naming_the_step_and_keeping_the_last_good_checkpoint(tmp_path):
+    checkpoint = tmp_path / "training.pt"
+    with pytest.raises(TrainingDiverged) as error:
+        # max_disc_logit 0: that check would stop this run first (the next test shows it).
+        train(200, checkpoint=checkpoint, lr=1e10, log_every=1, checkpoint_every=1, max_disc_logit=0)
+    message = str(error.value)
+    step = int(re.search(r"at step (\d+)", message).group(1))
+    assert "non-finite" in message and f"last good checkpoint: {checkpoint} (step {step - 1})" in message
+    saved = torch.load(checkpoint, weights_only=True)
+    assert saved["step"] == step - 1
+    assert all(torch.isfinite(value).all() for value in saved["student"].values())
+    assert all(math.isfinite(v) for kind, _, values in saved["history"] for v in values.values())
+
+
+def test_an_exploding_discriminator_stops_training_at_its_limit():
+    logits = [values["disc/abs_logit"] for _, values in train(20)[2].logs]
+    assert all(0 < logit < 1000 for logit in logits)  # a healthy run stays far below the default limit
+    with pytest.raises(TrainingDiverged, match=r"discriminator exploding at step 10: mean \|logit\| .* > "
+                                               r"max_disc_logit 1e-06; .*no checkpoint was saved"):
+        train(20, max_disc_logit=1e-6)

@@ -13,7 +13,6 @@ is why tests compare its outputs with recorded statistics.
 
 from __future__ import annotations
 
-import hashlib
 import pickle
 import zipfile
 from pathlib import Path
@@ -21,6 +20,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from skdcgn.hashing import file_sha256
 from skdcgn.teachers.base import VARIANTS, Teacher
 
 Z_DIM = 32
@@ -79,10 +79,6 @@ class CGNMnistNet(nn.Module):
     def head(self, im: str, u: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         out = getattr(self, HEADS[im])(torch.cat([u, self.label_emb(y)], dim=1))
         return out.clamp(*MASK_CLAMP) if im == "shape" else out
-
-
-def file_sha256(path: Path) -> str:
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
 
 def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
