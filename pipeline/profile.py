@@ -39,6 +39,18 @@ def merged(base: dict, update: dict) -> dict:
             for k, v in {**base, **update}.items()}
 
 
+def nested(dotted: dict[str, object]) -> dict:
+    """{"a.b": 1} -> {"a": {"b": 1}}: dotted overrides (a profile's, `-S`'s) as a partial params tree."""
+    tree: dict = {}
+    for key, value in dotted.items():
+        *parents, leaf = key.split(".")
+        node = tree
+        for parent in parents:
+            node = node.setdefault(parent, {})
+        node[leaf] = value
+    return tree
+
+
 def _flat(tree: dict, prefix: str = ""):
     for key, value in tree.items():
         if isinstance(value, dict):

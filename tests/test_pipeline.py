@@ -16,7 +16,7 @@ import pytest
 import yaml
 
 from conftest import SHARED
-from pipeline.profile import merged, overrides
+from pipeline.profile import merged, nested, overrides
 
 ROOT = Path(__file__).resolve().parents[1]
 PROJECT_FILES = ["skdcgn", "pipeline", "teachers", "dvc.yaml", "params.yaml", ".dvc/config", ".dvcignore",
@@ -60,17 +60,6 @@ def stages_run(output: str) -> set[str]:
 def digests(directory: Path) -> dict[str, str]:
     return {str(p.relative_to(directory)): hashlib.sha256(p.read_bytes()).hexdigest()
             for p in sorted(directory.rglob("*")) if p.is_file()}
-
-
-def nested(dotted: dict) -> dict:
-    tree: dict = {}
-    for key, value in dotted.items():
-        *parents, leaf = key.split(".")
-        node = tree
-        for parent in parents:
-            node = node.setdefault(parent, {})
-        node[leaf] = value
-    return tree
 
 
 def tiny_project(repo: Path, params: dict, profile: dict | None = None) -> Path:
