@@ -1,0 +1,45 @@
+"""Generate: samples/s of the stage's writing path against the teacher's raw forward passes alone.
+
+Both use the same device, batch size and inputs; the difference is the cost of PNG encoding, tar and manifest
+writing. Goal (issue 4): >= 0.9. Usage: python -m benchmarks.generate [--profile ... --set ...]
+"""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+
+import torch
+
+from benchmarks.common import arguments, best_seconds, report, setup
+from pipeline.common import teacher_from
+from skdcgn import IMS
+from skdcgn.generate import class_balanced_labels, generate_samples
+
+
+def main() -> None:
+    args = arguments(__doc__.splitlines()[0]).parse_args()
+    params, device = setup(args)
+    teacher = teacher_from(params)
+    settings = params.generate
+    labels = class_balanced_labels(settings.per_class, teacher.num_classes)
+    for im in IMS:
+        noise = torch.randn(len(labels), teacher.z_dims[im], generator=torch.Generator().manual_seed(0))
+
+        def forward_only() -> None:
+            for start in range(0, len(labels), settings.batch_size):
+                teacher(im, noise[start:start + settings.batch_size], labels[start:start + settings.batch_size])
+
+        with tempfile.TemporaryDirectory() as scratch:
+            def stage() -> None:
+                generate_samples(teacher, im, Path(scratch) / "train", settings.per_class,
+                                 torch.Generator().manual_seed(0), settings.shard_size, settings.batch_size)
+
+            rates = {"generate": len(labels) / best_seconds(stage, device, args.repeats),
+                     "teacher forward": len(labels) / best_seconds(forward_only, device, args.repeats)}
+        report(f"generate {im} ({len(labels):,} samples, batch {settings.batch_size})", rates,
+               ("generate", "teacher forward"), "samples/s")
+
+
+if __name__ == "__main__":
+    main()
