@@ -38,8 +38,13 @@ def main() -> None:
         for split, per_class in (("train", params.generate.per_class), ("heldout", params.generate.heldout_per_class)):
             generate_samples(teacher, args.im, Path(scratch) / split, per_class, torch.Generator().manual_seed(0),
                              params.generate.shard_size, params.generate.batch_size)
-        in_memory = [PairedSamples.from_dataset(load_dataset(Path(scratch) / split), device)
-                     for split in ("train", "heldout")]
+
+        def read() -> list[PairedSamples]:
+            """What the stage does before training: validate, decode and hold the train and held-out shards."""
+            return [PairedSamples.from_dataset(load_dataset(Path(scratch) / split), device)
+                    for split in ("train", "heldout")]
+
+        in_memory = read()
 
         def train(samples: list[PairedSamples]) -> None:
             torch.manual_seed(0)
@@ -48,12 +53,8 @@ def main() -> None:
             disc = ProjectionDiscriminator(CHANNELS[args.im], teacher.num_classes, settings.disc_widths).to(device)
             distill(student, disc, *samples, params.loss, settings, seed=0)
 
-        def from_shards() -> None:
-            train([PairedSamples.from_dataset(load_dataset(Path(scratch) / split), device)
-                   for split in ("train", "heldout")])
-
         samples = steps * settings.batch_size
-        rates = {"from shards": samples / best_seconds(from_shards, device, args.repeats),
+        rates = {"from shards": samples / best_seconds(lambda: train(read()), device, args.repeats),
                  "in memory": samples / best_seconds(lambda: train(in_memory), device, args.repeats)}
     report(f"distill {args.im} ({steps:,} steps of {settings.batch_size}, "
            f"{params.generate.per_class * teacher.num_classes:,} samples)", rates, ("from shards", "in memory"),
