@@ -1,7 +1,8 @@
 """Generate: samples/s of the stage's writing path against the teacher's raw forward passes alone.
 
-Both use the same device, batch size and inputs; the difference is the cost of PNG encoding, tar and manifest
-writing. Goal (issue 4): >= 0.9. Usage: python -m benchmarks.generate [--profile ... --set ...]
+Both use the same device, batch size and inputs; the difference is the cost of image encoding, tar and manifest
+writing that the stage's writer processes (SKDCGN_WRITERS, default 1) do not hide behind the teacher.
+Goal (issue 4): >= 0.9. Usage: python -m benchmarks.generate [--profile ... --set ...]
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from pathlib import Path
 import torch
 
 from benchmarks.common import arguments, best_seconds, report, setup
-from pipeline.common import teacher_from
+from pipeline.common import shard_writers, teacher_from
 from skdcgn import IMS
 from skdcgn.generate import class_balanced_labels, generate_samples
 
@@ -22,6 +23,7 @@ def main() -> None:
     params, device = setup(args)
     teacher = teacher_from(params)
     settings = params.generate
+    writers = shard_writers()
     labels = class_balanced_labels(settings.per_class, teacher.num_classes)
     for im in IMS:
         noise = torch.randn(len(labels), teacher.z_dims[im], generator=torch.Generator().manual_seed(0))
@@ -33,11 +35,15 @@ def main() -> None:
         with tempfile.TemporaryDirectory() as scratch:
             def stage() -> None:
                 generate_samples(teacher, im, Path(scratch) / "train", settings.per_class,
-                                 torch.Generator().manual_seed(0), settings.shard_size, settings.batch_size)
+                                 torch.Generator().manual_seed(0), settings.shard_size, settings.batch_size,
+                                 writers=writers, codec=settings.codec(im))
 
             rates = {"generate": len(labels) / best_seconds(stage, device, args.repeats),
                      "teacher forward": len(labels) / best_seconds(forward_only, device, args.repeats)}
-        report(f"generate {im} ({len(labels):,} samples, batch {settings.batch_size})", rates,
+            stored = sum(path.stat().st_size for path in (Path(scratch) / "train").glob("*.tar"))
+        codec = settings.codec(im)
+        report(f"generate {im} ({len(labels):,} samples, batch {settings.batch_size}, {writers} writer(s), "
+               f"{codec.format}: {stored / len(labels):,.0f} shard bytes/sample)", rates,
                ("generate", "teacher forward"), "samples/s")
 
 

@@ -7,6 +7,7 @@ import hashlib
 import json
 import os
 import shutil
+import subprocess
 import sys
 from contextlib import contextmanager
 from pathlib import Path
@@ -21,6 +22,8 @@ from skdcgn.teachers.base import Teacher
 
 DATA = Path("data")
 THREADS_ENV = "SKDCGN_THREADS"
+WRITERS_ENV = "SKDCGN_WRITERS"
+PROCESSES_ENV = "SKDCGN_PROCESSES"
 RESUME_ENV = "SKDCGN_RESUME"
 RESUME_DIR = ".resume"  # inside a partial output: its key and the state a resumed run goes on from
 CODE = [Path(__file__).resolve().parents[1] / package for package in ("skdcgn", "pipeline")]
@@ -42,12 +45,46 @@ def setup_torch() -> torch.device:
     """Device and CPU threads. One thread by default: on a loaded 2-core machine two intra-op threads made a
     small student's step up to 30x slower. Threads are set by environment, not params: they change speed, and
     a params change would re-run stages."""
-    torch.set_num_threads(int(os.environ.get(THREADS_ENV, "1")))
+    torch.set_num_threads(env_count(THREADS_ENV, default=1, minimum=1))
     # cuBLAS repeats its results only with a fixed workspace (PyTorch's reproducibility notes); it must be set
     # before CUDA starts. Kernels with no deterministic version (README: on CUDA) warn rather than fail.
     os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
     torch.use_deterministic_algorithms(True, warn_only=True)
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def under_torchrun(module: str, batch_size: int) -> None:
+    """SKDCGN_PROCESSES=N (N > 1): run this training stage as N data-parallel processes on this machine, one GPU
+    each when there are GPUs, by handing it to torchrun, and end with torchrun's exit code. Under torchrun
+    already (or with N = 1) this returns and the stage runs. Speed only, so an environment variable, like the
+    threads. A batch that does not split evenly over the processes is refused here, before any starts."""
+    processes = env_count(PROCESSES_ENV, default=1, minimum=1)
+    if processes == 1 or "LOCAL_RANK" in os.environ:
+        return
+    if batch_size % processes:
+        print(f"error: batch_size {batch_size} does not split evenly over {PROCESSES_ENV}={processes} processes; "
+              f"allowed: a multiple of {processes}", file=sys.stderr)
+        raise SystemExit(2)
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={processes}",
+               "-m", module, *sys.argv[1:]]
+    raise SystemExit(subprocess.call(command))
+
+
+def shard_writers() -> int:
+    """Processes that encode shards while the stage's own process runs the networks (0: encode in it). One by
+    default: on 2 cores, one core for the teacher and one for encoding (BENCHMARKS.md)."""
+    return env_count(WRITERS_ENV, default=1, minimum=0)
+
+
+def env_count(name: str, default: int, minimum: int) -> int:
+    """A whole number from the environment; anything else ends the stage with one line, exit code 2."""
+    value = os.environ.get(name, "")
+    if value == "":
+        return default
+    if not value.isdigit() or int(value) < minimum:
+        print(f"error: {name}={value!r} is not allowed; allowed: a whole number >= {minimum}", file=sys.stderr)
+        raise SystemExit(2)
+    return int(value)
 
 
 def teacher_from(params: Params) -> Teacher:
@@ -97,7 +134,7 @@ def staging(output: Path, key: str | None = None, resume: bool = False) -> Itera
     `key` (from `resume_key`) marks the partial directory. With `resume`, the partial directory of a killed run
     with the same key is continued, not wiped; its `.resume/` (key, training checkpoint) goes before the rename.
     """
-    partial = output.with_name(f".{output.name}.partial")
+    partial = partial_path(output)
     key_file = partial / RESUME_DIR / "key"
     if resume and key and key_file.is_file() and key_file.read_text() == key:
         print(f"resuming the interrupted run in {partial}", flush=True)
@@ -109,6 +146,10 @@ def staging(output: Path, key: str | None = None, resume: bool = False) -> Itera
     shutil.rmtree(partial / RESUME_DIR)
     shutil.rmtree(output, ignore_errors=True)
     partial.rename(output)
+
+
+def partial_path(output: Path) -> Path:
+    return output.with_name(f".{output.name}.partial")
 
 
 def write_json(path: Path, data: dict) -> None:

@@ -4,6 +4,7 @@ Writes the student checkpoint, a DVCLive directory (training curves, held-out fi
 per-class-mean baseline, parameter counts) and a teacher-over-student grid of held-out samples. A killed run
 resumes from its last checkpoint when params, teacher samples and code are unchanged (`SKDCGN_RESUME=0`: start
 afresh); a diverging one stops with exit 1, naming the step and keeping that checkpoint.
+`SKDCGN_PROCESSES=N` trains on N data-parallel processes through torchrun (README: several GPUs).
 """
 
 from __future__ import annotations
@@ -14,7 +15,9 @@ from pathlib import Path
 import torch
 from dvclive import Live
 
-from pipeline.common import DATA, RESUME_DIR, may_resume, resume_key, setup_torch, stage_args, staging
+from pipeline.common import (DATA, RESUME_DIR, may_resume, partial_path, resume_key, setup_torch, stage_args,
+                             staging, under_torchrun)
+from skdcgn.distributed import barrier, init_from_environment, rank_and_world
 from skdcgn.metrics import class_mean_images, fidelity
 from skdcgn.grids import save_grid
 from skdcgn.hashing import file_sha256
@@ -47,8 +50,9 @@ class LiveCallback:
 
 def main() -> None:
     params, im = stage_args(with_im=True)
-    device = setup_torch()
     settings = params.train_for(im)
+    under_torchrun("pipeline.distill", settings.batch_size)
+    device = init_from_environment(setup_torch())
     source = DATA / "teacher" / im
     info = read_meta(source / "train")["info"]
     teacher = info["teacher"]
@@ -59,16 +63,27 @@ def main() -> None:
     student = StudentGenerator(im, teacher["z_dims"][im], teacher["num_classes"], teacher["image_size"],
                                settings.student_widths).to(device)
     disc = ProjectionDiscriminator(CHANNELS[im], teacher["num_classes"], settings.disc_widths).to(device)
+    leader = rank_and_world()[0] == 0
+
+    def run(out: Path, callback: LiveCallback | None) -> None:
+        try:
+            distill(student, disc, train, heldout, params.loss, settings, stream_seed(params.seed, "batches", im),
+                    callback, checkpoint=out / RESUME_DIR / "training.pt")
+        except TrainingDiverged as error:
+            if leader:
+                print(f"error: {error}", file=sys.stderr)
+            raise SystemExit(1) from None
+
+    if not leader:
+        barrier()  # rank 0 has prepared the partial output: a resumed run's checkpoint is there to read
+        run(partial_path(DATA / "students" / im), None)
+        return
     key = resume_key("distill", im, params.seed, params.loss, settings,
                      *(file_sha256(source / split / "shards.parquet") for split in ("train", "heldout")))
     with staging(DATA / "students" / im, key, may_resume(default=True)) as out:
+        barrier()
         with Live(str(out / "live"), dvcyaml=False, save_dvc_exp=False) as live:
-            try:
-                distill(student, disc, train, heldout, params.loss, settings, stream_seed(params.seed, "batches", im),
-                        LiveCallback(live), checkpoint=out / RESUME_DIR / "training.pt")
-            except TrainingDiverged as error:
-                print(f"error: {error}", file=sys.stderr)
-                raise SystemExit(1) from None
+            run(out, LiveCallback(live))
             live.summary["baseline"] = class_mean_baseline(im, train, heldout)
             live.summary["parameters"] = {"student": count_parameters(student),
                                           "teacher": info["teacher_parameters"]}

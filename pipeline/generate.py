@@ -5,7 +5,8 @@ fidelity measured on them is generalisation, not memory. `SKDCGN_RESUME=1` conti
 whole shards when params, teacher and code are unchanged; the result is the same bytes.
 """
 
-from pipeline.common import DATA, may_resume, resume_key, setup_torch, stage_args, staging, teacher_from
+from pipeline.common import (DATA, may_resume, resume_key, setup_torch, shard_writers, stage_args, staging,
+                             teacher_from)
 from skdcgn.generate import generate_samples
 from skdcgn.progress import progress
 from skdcgn.seeds import generator
@@ -17,6 +18,7 @@ def main() -> None:
     teacher = teacher_from(params)
     settings = params.generate
     resume = may_resume(default=False)
+    writers = shard_writers()
     key = resume_key("generate", im, params.seed, params.teacher, settings, teacher.identity())
     with staging(DATA / "teacher" / im, key, resume) as out:
         for split, per_class in (("train", settings.per_class), ("heldout", settings.heldout_per_class)):
@@ -25,7 +27,8 @@ def main() -> None:
             total = per_class * teacher.num_classes
             with progress(f"generate {im} {split}", total, every=settings.batch_size) as advance:
                 generate_samples(teacher, im, out / split, per_class, generator(params.seed, "generate", im, split),
-                                 settings.shard_size, settings.batch_size, advance, resume)
+                                 settings.shard_size, settings.batch_size, advance, resume, writers,
+                                 settings.codec(im))
 
 
 if __name__ == "__main__":

@@ -19,6 +19,8 @@ from skdcgn import IMS
 from skdcgn.compose import TEXTURE_SHIFTS
 from skdcgn.evaluation import SOURCES
 from skdcgn.losses import LossWeights
+from skdcgn.shard_writer import ImageCodec
+from skdcgn.shards import IMAGE_MEMBERS
 from skdcgn.teachers import TEACHER_KINDS
 from skdcgn.teachers.base import VARIANTS
 from skdcgn.train import TrainSettings
@@ -31,6 +33,7 @@ LIMITS = {
     "min": (">=", lambda value, bound: value >= bound),
     "above": (">", lambda value, bound: value > bound),
     "below": ("<", lambda value, bound: value < bound),
+    "max": ("<=", lambda value, bound: value <= bound),
 }
 
 
@@ -59,11 +62,23 @@ class Teacher:
 
 
 @dataclass(frozen=True)
+class ImageFormats:
+    shape: str = field(default="png", metadata=one_of(("png",)))  # a mask is never stored lossy
+    texture: str = field(default="png", metadata=one_of(tuple(IMAGE_MEMBERS)))
+    background: str = field(default="png", metadata=one_of(tuple(IMAGE_MEMBERS)))
+
+
+@dataclass(frozen=True)
 class Generate:
     per_class: int = field(default=1000, metadata=at_least(1))
     heldout_per_class: int = field(default=50, metadata=at_least(1))
     shard_size: int = field(default=5000, metadata=at_least(1))
     batch_size: int = field(default=1000, metadata=at_least(1))
+    image_format: ImageFormats = field(default_factory=ImageFormats)
+    jpeg_quality: int = field(default=90, metadata={"min": 1, "max": 95})
+
+    def codec(self, im: str) -> ImageCodec:
+        return ImageCodec(getattr(self.image_format, im), self.jpeg_quality)
 
 
 @dataclass(frozen=True)

@@ -16,7 +16,7 @@ from skdcgn import IMS
 from skdcgn.grids import save_grid
 from skdcgn.progress import progress
 from skdcgn.seeds import generator
-from skdcgn.shards import writing_dataset
+from skdcgn.shard_writer import writing_dataset
 from skdcgn.students import load_students
 
 Mechanism = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
@@ -85,11 +85,12 @@ def render_all(mechanisms: dict[str, Mechanism], inputs: dict, chunk: int = 1000
 
 def write_counterfactuals(directory: Path, mechanisms: dict[str, Mechanism], inputs: dict, shard_size: int,
                           info: dict, chunk: int = 1000, advance=None,
-                          shifts: dict[str, torch.Tensor] | None = None) -> None:
+                          shifts: dict[str, torch.Tensor] | None = None, writers: int = 0) -> None:
     """Shards of composites labelled with the shape's class; every IM's z, class and shift travel with the image."""
     n = len(inputs["shape"][1])
     shifts = shifts or {}
-    with writing_dataset(directory, shard_size=shard_size, value_range=COMPOSITE_RANGE, info=info) as writer:
+    with writing_dataset(directory, shard_size=shard_size, value_range=COMPOSITE_RANGE, info=info,
+                         writers=writers) as writer:
         for start in range(0, n, chunk):
             stop = min(start + chunk, n)
             arrays = {f"z_{im}": z[start:stop] for im, (z, _) in inputs.items()}
@@ -103,8 +104,9 @@ def write_counterfactuals(directory: Path, mechanisms: dict[str, Mechanism], inp
 
 def sample_students(students_dir: Path, n: int, seed: int, *, shards: Path | None = None, grid: Path | None = None,
                     shard_size: int = 5000, batch_size: int = 1000, grid_columns: int = 10,
-                    texture_shift: str = "none") -> None:
-    """Counterfactuals from a trained set of students into shards and/or a PNG grid (compose stage and CLI)."""
+                    texture_shift: str = "none", writers: int = 0) -> None:
+    """Counterfactuals from a trained set of students into shards and/or a PNG grid (compose stage and CLI);
+    `writers` processes encode the shards while the students run."""
     students, teacher = load_students(students_dir)
     z_dims = {im: student.config["z_dim"] for im, student in students.items()}
     inputs = counterfactual_inputs(z_dims, students["shape"].num_classes, n, seed)
@@ -112,7 +114,7 @@ def sample_students(students_dir: Path, n: int, seed: int, *, shards: Path | Non
     if shards:
         info = {"teacher": teacher, "texture_shift": texture_shift}
         with progress("compose", n, every=batch_size) as advance:
-            write_counterfactuals(shards, students, inputs, shard_size, info, batch_size, advance, shifts)
+            write_counterfactuals(shards, students, inputs, shard_size, info, batch_size, advance, shifts, writers)
     if grid:
         images = render(students, inputs, 0, min(n, grid_columns**2), shifts)
         save_grid(grid, list(images.split(grid_columns)), COMPOSITE_RANGE)

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import torch
 
-from skdcgn.shards import writing_dataset
+from skdcgn.shard_writer import ImageCodec, writing_dataset
 from skdcgn.teachers.base import VALUE_RANGE, Teacher
 
 
@@ -16,15 +16,19 @@ def class_balanced_labels(per_class: int, num_classes: int) -> torch.Tensor:
 
 
 def generate_samples(teacher: Teacher, im: str, directory: Path, per_class: int, generator: torch.Generator,
-                     shard_size: int, batch_size: int, advance=None, resume: bool = False) -> None:
+                     shard_size: int, batch_size: int, advance=None, resume: bool = False, writers: int = 0,
+                     codec: ImageCodec = ImageCodec()) -> None:
     """Teacher images for class-balanced labels and seeded noise. With `resume`, the whole shards a killed run
-    left in the partial directory are kept and generation goes on after them (the caller checks they are ours)."""
+    left in the partial directory are kept and generation goes on after them (the caller checks they are ours).
+    `writers` worker processes encode the shards while the teacher runs (0: in this process)."""
+    if im == "shape" and codec.format != "png":
+        raise ValueError(f"shape masks are stored as png only, not {codec.format}: a lossy mask is a different mask")
     labels = class_balanced_labels(per_class, teacher.num_classes)
     # All the noise is drawn up front, so a resumed run hands the teacher the same z as an uninterrupted one.
     noise = torch.randn(len(labels), teacher.z_dims[im], generator=generator)
     info = {"im": im, "teacher": teacher.identity(), "teacher_parameters": teacher.num_parameters(im)}
     with writing_dataset(directory, resume=resume, shard_size=shard_size, value_range=VALUE_RANGE[im],
-                         info=info) as writer:
+                         info=info, writers=writers, codec=codec) as writer:
         done = writer.num_samples
         if advance:
             advance(done)

@@ -7,6 +7,7 @@ or a GPU box that has only torch.
 from __future__ import annotations
 
 import dataclasses
+import io
 import itertools
 import math
 import os
@@ -16,6 +17,7 @@ from typing import Iterator, Protocol
 
 import torch
 
+from skdcgn import distributed
 from skdcgn.losses import LossWeights, discriminator_loss, generator_loss
 from skdcgn.metrics import class_mean_images, fidelity
 from skdcgn.progress import progress
@@ -124,8 +126,12 @@ def distill(student: StudentGenerator, disc: ProjectionDiscriminator, train: Pai
     `seed` orders the batches. With `checkpoint`, the whole training state goes to that file every
     `checkpoint_every` steps, and a run that finds the file continues from it: on the CPU the result is
     bit-identical to a run never stopped. A run that diverges keeps the file: the last good state.
+    Under torchrun every rank calls this with the same arguments (`skdcgn.distributed`); rank 0 alone calls
+    back and writes the checkpoint.
     """
     device = train.z.device
+    distributed.check_divisible(settings.batch_size)
+    leader = distributed.rank_and_world()[0] == 0
     student.init_class_offset(train.class_means())
     # channels_last, as in the student's forward: teacher images enter the discriminator in that layout too.
     disc.to(memory_format=torch.channels_last)
@@ -139,21 +145,24 @@ def distill(student: StudentGenerator, disc: ProjectionDiscriminator, train: Pai
     state = TrainingState(checkpoint, {"student": student, "disc": disc, "opt_g": opt_g, "opt_d": opt_d,
                                        **schedules},
                           {"settings": dataclasses.asdict(settings), "loss": dataclasses.asdict(weights),
-                           "seed": seed, "student": student.config})
-    reports = Reports(callback, state.resume())
+                           "seed": seed, "student": student.config}, writes=leader)
+    reports = Reports(callback if leader else None, state.resume())
+    # After resuming: DDP starts every rank from rank 0's weights.
+    parallel_student, parallel_disc = distributed.data_parallel(student), distributed.data_parallel(disc)
     # Batches come from the seed alone: skipping the ones already trained on puts the order where it was.
     batches = itertools.islice(batch_indices(len(train), settings.batch_size, seed, device), state.step, None)
     sums: dict[str, torch.Tensor] = {}
     student.train()
     disc.train()
-    with progress(f"distill {student.config['im']}", settings.steps, every=settings.log_every) as advance:
+    with progress(f"distill {student.config['im']}", settings.steps, every=settings.log_every,
+                  stream=None if leader else io.StringIO()) as advance:
         shown = state.step
         advance(shown)
         for step, index in enumerate(batches, state.step + 1):
-            z, y, real = train.batch(index)
+            z, y, real = train.batch(distributed.rank_share(index))
             with autocast:
-                fake = student(z, y)
-            losses = _train_step(student, disc, opt_g, opt_d, weights, z, y, real, fake, autocast, uses_disc,
+                fake = parallel_student(z, y)
+            losses = _train_step(parallel_disc, disc, opt_g, opt_d, weights, z, y, real, fake, autocast, uses_disc,
                                  settings.grad_clip)
             for scheduler in schedules.values():
                 scheduler.step()
@@ -161,11 +170,12 @@ def distill(student: StudentGenerator, disc: ProjectionDiscriminator, train: Pai
                 sums[name] = sums.get(name, 0.0) + value
             at_log = step % settings.log_every == 0 or step == settings.steps
             if at_log:
-                means = _window_means(sums, step, settings, state)
+                means = _window_means(distributed.mean_over_ranks(sums), step, settings, state)
+                sums.clear()
                 reports.log(step, means)
                 advance(step - shown, loss=means["loss/generator"])
                 shown = step
-            if callback and step % settings.eval_every == 0 and step < settings.steps:
+            if callback and leader and step % settings.eval_every == 0 and step < settings.steps:
                 reports.eval(step, evaluate_student(student, heldout))
             if step == settings.steps:
                 break
@@ -203,8 +213,9 @@ class TrainingState:
     `identity` (settings, loss, seed, student config) is stored with it: a file from another run is refused.
     """
 
-    def __init__(self, path: Path | None, stateful: dict, identity: dict):
+    def __init__(self, path: Path | None, stateful: dict, identity: dict, writes: bool = True):
         self.path, self.stateful, self.identity = path and Path(path), stateful, identity
+        self.writes = writes  # False on the ranks after the first: they read the checkpoint, never write it
         self.step = 0
 
     def resume(self) -> list:
@@ -223,14 +234,14 @@ class TrainingState:
         return saved["history"]
 
     def save(self, step: int, history: list) -> None:
-        if self.path is None:
+        self.step = step
+        if self.path is None or not self.writes:
             return
         state = {name: thing.state_dict() for name, thing in self.stateful.items()}
         state.update(step=step, history=history, identity=self.identity)
         temporary = self.path.with_name(f"{self.path.name}.tmp")
         torch.save(state, temporary)
         os.replace(temporary, self.path)
-        self.step = step
 
     def describe(self) -> str:
         if self.path is None or not self.step:
@@ -238,12 +249,15 @@ class TrainingState:
         return f"last good checkpoint: {self.path} (step {self.step})"
 
 
-def _train_step(student, disc, opt_g, opt_d, weights, z, y, real, fake, autocast, uses_disc, clip) -> dict:
+def _train_step(parallel_disc, disc, opt_g, opt_d, weights, z, y, real, fake, autocast, uses_disc, clip) -> dict:
+    """One D update (through `parallel_disc`: its gradients are averaged over ranks), then one G update, whose
+    gradients flow through the plain `disc` (D is not updated then, so nothing of it needs averaging)."""
     losses = {}
     if uses_disc:
         disc.requires_grad_(True)
         with autocast:
-            real_logits, fake_logits = disc(real, y)[0].float(), disc(fake.detach(), y)[0].float()
+            real_logits = parallel_disc(real, y)[0].float()
+            fake_logits = parallel_disc(fake.detach(), y)[0].float()
             d_loss = discriminator_loss(real_logits, fake_logits)
         _update(opt_d, d_loss, clip)
         losses["loss/discriminator"] = d_loss.detach()
@@ -276,7 +290,6 @@ def _window_means(sums: dict, step: int, settings: TrainSettings, state: Trainin
     here, naming the step and the last good checkpoint, which is kept."""
     count = step % settings.log_every or settings.log_every
     means = {name: float(total) / count for name, total in sums.items()}
-    sums.clear()
     bad = [name for name, value in means.items() if not math.isfinite(value)]
     if bad:
         raise TrainingDiverged(f"non-finite {', '.join(bad)} at step {step}: lower lr or set grad_clip; "

@@ -3,7 +3,7 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from skdcgn.cli import app
-from skdcgn.shards import writing_dataset
+from skdcgn.shard_writer import writing_dataset
 
 runner = CliRunner()
 

@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from skdcgn.generate import generate_samples
+from skdcgn.shard_writer import ImageCodec
 from skdcgn.shards import ShardError, load_dataset, validate
 from skdcgn.teachers import make_teacher
 
@@ -34,20 +35,21 @@ class CountingTeacher:
         return self.teacher(im, z, y)
 
 
-def generate(directory: Path, teacher, resume: bool = False) -> None:
+def generate(directory: Path, teacher, resume: bool = False, writers: int = 0) -> None:
     generate_samples(teacher, IM, directory, PER_CLASS, torch.Generator().manual_seed(0), SHARD_SIZE, BATCH_SIZE,
-                     resume=resume)
+                     resume=resume, writers=writers)
 
 
 def digests(directory: Path) -> dict[str, str]:
     return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(directory.iterdir())}
 
 
-@pytest.fixture
-def killed(tmp_path) -> Path:
-    """A generation killed in its 9th batch: samples 0-55 written, shards 0 and 1 whole, shard 2 half written."""
+@pytest.fixture(params=[0, 2], ids=["in-process", "2-writer-processes"])
+def killed(tmp_path, request) -> Path:
+    """A generation killed in its 9th batch: samples 0-55 written, shards 0 and 1 whole, shard 2 half written.
+    With writer processes, what was handed to them before the kill is written, as in the teacher's process."""
     with pytest.raises(Killed):
-        generate(tmp_path / "train", CountingTeacher(dies_at=8))
+        generate(tmp_path / "train", CountingTeacher(dies_at=8), writers=request.param)
     partial = tmp_path / ".train.partial"
     assert sorted(p.name for p in partial.iterdir()) == [
         "shard-000000.rows.parquet", "shard-000000.tar", "shard-000001.rows.parquet", "shard-000001.tar",
@@ -76,3 +78,10 @@ def test_without_resume_a_killed_generation_starts_afresh(killed):
     generate(killed / "train", teacher)
     assert teacher.calls == 19
     assert validate(killed / "train")["num_samples"] == 130
+
+
+def test_masks_are_never_stored_lossy(tmp_path):
+    with pytest.raises(ValueError, match="shape masks are stored as png only, not jpeg"):
+        generate_samples(make_teacher("synthetic"), "shape", tmp_path / "train", 1, torch.Generator(), 10, 10,
+                         codec=ImageCodec("jpeg"))
+    assert not list(tmp_path.iterdir())

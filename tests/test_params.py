@@ -57,6 +57,9 @@ def set_key(data: dict, path: str, value) -> dict:
     ("ims.shape.steps", 0, "ims.shape.steps: 0 is out of range; allowed: int >= 1"),
     ("ims.shape.speed", 3, "ims.shape.speed: unknown key"),
     ("compose.n", True, "compose.n: expected int, got True"),
+    ("generate.image_format.shape", "jpeg", "generate.image_format.shape: 'jpeg' is not allowed; allowed: png"),
+    ("generate.image_format.texture", "webp", "generate.image_format.texture: 'webp' is not allowed; allowed: png, jpeg"),
+    ("generate.jpeg_quality", 100, "generate.jpeg_quality: 100 is out of range; allowed: int >= 1 and <= 95"),
 ])
 def test_bad_value_gets_one_line_naming_key_value_and_allowed(path, value, message):
     with pytest.raises(ParamError) as error:
@@ -89,12 +92,17 @@ def test_stage_refuses_an_unknown_mechanism(tmp_path):
     assert "allowed: shape, texture, background" in result.stderr and len(result.stderr.splitlines()) == 1
 
 
-def test_a_bad_resume_setting_stops_the_stage_before_it_writes(tmp_path):
+@pytest.mark.parametrize("name, value, message", [
+    ("SKDCGN_RESUME", "yes", "SKDCGN_RESUME='yes' is not allowed; allowed: 0, 1 or unset"),
+    ("SKDCGN_WRITERS", "-1", "SKDCGN_WRITERS='-1' is not allowed; allowed: a whole number >= 0"),
+    ("SKDCGN_THREADS", "0", "SKDCGN_THREADS='0' is not allowed; allowed: a whole number >= 1"),
+])
+def test_a_bad_environment_setting_stops_the_stage_before_it_writes(tmp_path, name, value, message):
     (tmp_path / "params.yaml").write_text((ROOT / "params.yaml").read_text())
     result = subprocess.run([sys.executable, "-m", "pipeline.generate", "shape"], cwd=tmp_path, capture_output=True,
-                            text=True, env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin", "SKDCGN_RESUME": "yes"})
+                            text=True, env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin", name: value})
     assert result.returncode == 2
-    assert result.stderr.splitlines() == ["error: SKDCGN_RESUME='yes' is not allowed; allowed: 0, 1 or unset"]
+    assert result.stderr.splitlines() == [f"error: {message}"]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["params.yaml"]
 
 

@@ -150,6 +150,36 @@ def test_cli_validates_and_samples(repo):
     assert (repo / "cli_grid.png").stat().st_size > 0
 
 
+def test_shards_and_students_move_to_another_machine_through_a_dvc_remote(repo, tmp_path):
+    """`dvc push` to a local-folder remote; a fresh clone elsewhere `dvc pull`s every output, byte for byte."""
+    remote = tmp_path / "remote"
+    dvc(repo, "remote", "add", "--local", "-d", "store", str(remote))
+    dvc(repo, "push")
+    clone = tmp_path / "clone"
+    run(tmp_path, "git", "clone", "-q", str(repo), str(clone))
+    shutil.copy(repo / "dvc.lock", clone / "dvc.lock")  # what a commit of the run would carry
+    dvc(clone, "remote", "add", "--local", "-d", "store", str(remote))
+    dvc(clone, "pull")
+    assert digests(clone / "data") == digests(repo / "data")
+    assert "up to date" in dvc(clone, "status")
+
+
+def test_distill_trains_on_two_data_parallel_processes(repo):
+    """SKDCGN_PROCESSES=2: the stage hands itself to torchrun, 2 gloo ranks on the CPU; rank 0 alone writes."""
+    log = run(repo, sys.executable, "-m", "pipeline.distill", "background", SKDCGN_PROCESSES="2")
+    assert log.count("distill background: 8/8") == 1  # one rank reports, not two
+    assert (repo / "data/students/background/student.pt").is_file()
+    assert "heldout" in json.loads((repo / "data/students/background/live/metrics.json").read_text())
+    assert not (repo / "data/students/.background.partial").exists()
+    uneven = subprocess.run([sys.executable, "-m", "pipeline.distill", "background"], cwd=repo, capture_output=True,
+                            text=True, env=stage_env(SKDCGN_PROCESSES="3"))
+    assert uneven.returncode == 2
+    assert uneven.stderr.splitlines() == ["error: batch_size 16 does not split evenly over SKDCGN_PROCESSES=3 "
+                                          "processes; allowed: a multiple of 3"]
+    dvc(repo, "checkout", "--force", "data/students/background")  # the one-process student, for the tests after
+    assert "up to date" in dvc(repo, "status")
+
+
 def test_repro_from_scratch_gives_the_same_bytes_everywhere(repo):
     """Shards, student weights, grids, metrics and curves: same params, same bytes (CPU)."""
     shutil.rmtree(repo / "data")

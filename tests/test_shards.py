@@ -4,17 +4,19 @@ import numpy as np
 import pytest
 import torch
 
-from skdcgn.shards import ShardError, load_dataset, validate, writing_dataset
+from skdcgn.shard_writer import ImageCodec, ShardSink, writing_dataset
+from skdcgn.shards import ShardError, load_dataset, validate
 
 VALUE_RANGE = (-1.0, 1.0)
 
 
-def write(directory: Path, n: int = 50, shard_size: int = 20, seed: int = 0) -> dict:
+def write(directory: Path, n: int = 50, shard_size: int = 20, seed: int = 0, **options) -> dict:
     generator = torch.Generator().manual_seed(seed)
     z = torch.randn(n, 6, generator=generator)
     labels = torch.arange(n) % 10
     images = torch.rand(n, 3, 8, 8, generator=generator) * 2 - 1
-    with writing_dataset(directory, shard_size=shard_size, value_range=VALUE_RANGE, info={"im": "texture"}) as w:
+    with writing_dataset(directory, shard_size=shard_size, value_range=VALUE_RANGE, info={"im": "texture"},
+                         **options) as w:
         for start in range(0, n, 16):
             stop = min(start + 16, n)
             w.add_batch([f"{i:08d}" for i in range(start, stop)], labels[start:stop], images[start:stop],
@@ -39,6 +41,41 @@ def test_same_samples_give_same_bytes(tmp_path):
     assert "shard-000002.tar" in files and "manifest.parquet" in files
     for name in files:
         assert (tmp_path / "a" / name).read_bytes() == (tmp_path / "b" / name).read_bytes(), name
+
+
+def test_writer_processes_write_the_bytes_of_the_teachers_own_process(tmp_path):
+    write(tmp_path / "inline")
+    write(tmp_path / "workers", writers=2)  # 3 shards: worker 0 writes shards 0 and 2, worker 1 shard 1
+    files = sorted(p.name for p in (tmp_path / "inline").iterdir())
+    assert files == sorted(p.name for p in (tmp_path / "workers").iterdir())
+    for name in files:
+        assert (tmp_path / "inline" / name).read_bytes() == (tmp_path / "workers" / name).read_bytes(), name
+    assert validate(tmp_path / "workers")["num_samples"] == 50
+
+
+def test_a_failing_writer_process_fails_the_write_in_one_line(tmp_path, monkeypatch):
+    def disk_full(sink, piece):
+        raise OSError("No space left on device")
+
+    monkeypatch.setattr(ShardSink, "write", disk_full)  # the forked worker inherits it
+    with pytest.raises(ShardError) as error:
+        write(tmp_path / "ds", writers=1)
+    assert str(error.value) == "a shard writer process failed: OSError: No space left on device"
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".ds.partial"]
+
+
+def test_jpeg_images_are_smaller_and_close(tmp_path):
+    # Smooth images, as teacher textures are: JPEG's 8x8 cosine blocks are made for them.
+    ramp = torch.linspace(-1, 1, 32)
+    images = (ramp[None, None, :, None] * ramp[None, None, None, :]).repeat(10, 3, 1, 1) * torch.rand(10, 3, 1, 1)
+    for codec in (ImageCodec("png"), ImageCodec("jpeg", quality=90)):
+        with writing_dataset(tmp_path / codec.format, shard_size=10, value_range=VALUE_RANGE, codec=codec) as w:
+            w.add_batch([f"{i:08d}" for i in range(10)], torch.arange(10), images, {"z": torch.zeros(10, 2)})
+    jpeg, png = load_dataset(tmp_path / "jpeg"), load_dataset(tmp_path / "png")
+    assert validate(tmp_path / "jpeg")["members"] == ["cls", "jpg", "z.npy"]
+    assert (tmp_path / "jpeg" / "shard-000000.tar").stat().st_size < (tmp_path / "png" / "shard-000000.tar").stat().st_size
+    error = (jpeg["image"].float() - png["image"].float()).abs()
+    assert 0 < error.mean() < 2  # lossy, by under 1 % of the range on average
 
 
 def test_no_partial_directory_survives_a_complete_write(tmp_path):
