@@ -14,6 +14,7 @@ file per worker. `close` joins the rows into the manifest.
 
 from __future__ import annotations
 
+import ctypes
 import io
 import json
 import multiprocessing
@@ -21,6 +22,7 @@ import os
 import queue
 import shutil
 import signal
+import sys
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -39,6 +41,7 @@ from skdcgn.tarstream import TarStream
 # zlib level 1: lossless either way, and encoding speed is what bounds shard writing, not disk.
 PNG_COMPRESS_LEVEL = 1
 QUEUED_BATCHES = 2  # per worker: enough to keep it busy while the teacher computes the next batch
+PR_SET_PDEATHSIG = 1  # linux/prctl.h
 
 
 @dataclass(frozen=True)
@@ -178,6 +181,7 @@ class WorkerSink:
 def _serve(directory: Path, codec: ImageCodec, commands, errors, parent: int) -> None:
     # Ctrl-C reaches the whole process group: the teacher's process decides, and then says "stop".
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    _die_with(parent)
     sink = ShardSink(directory, codec)
     try:
         while os.getppid() == parent:  # a killed teacher's process leaves the open shard unfinished
@@ -194,6 +198,16 @@ def _serve(directory: Path, codec: ImageCodec, commands, errors, parent: int) ->
     except Exception as error:
         errors.put(f"{type(error).__name__}: {error}")
         raise SystemExit(1) from None
+
+
+def _die_with(parent: int) -> None:
+    """Linux: the kernel kills this worker when the teacher's process dies. A kill -9 can come in the middle of
+    sending a batch, and a worker reading half a message would wait for the rest for ever. Elsewhere the
+    worker notices within a second, between messages."""
+    if sys.platform.startswith("linux"):
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+    if os.getppid() != parent:  # it died before the line above
+        os._exit(1)
 
 
 @dataclass

@@ -274,24 +274,48 @@ def killable(repo, tmp_path_factory) -> Path:
     return copy
 
 
-def kill_when(repo: Path, appears: Path, *stage: str) -> None:
-    """Start a stage and kill -9 it as soon as `appears` exists, which the stage writes midway."""
+def kill_when(repo: Path, appears: Path, *stage: str) -> list[int]:
+    """Start a stage and kill -9 it as soon as `appears` exists, which the stage writes midway. Returns the
+    processes the stage had started, all ended by then."""
     process = subprocess.Popen([sys.executable, "-m", *stage], cwd=repo, env=stage_env(),
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     while not (repo / appears).exists():
         assert process.poll() is None, f"{stage} ended before {appears} appeared"
         time.sleep(0.01)
+    helpers = children(process.pid)  # e.g. shard writer processes
     process.kill()
     assert process.wait() == -signal.SIGKILL
+    # Nothing the stage started outlives it: a writer left behind would hang on a half-sent batch for ever.
+    deadline = time.monotonic() + 5
+    while any(map(running, helpers)) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not [pid for pid in helpers if running(pid)]
+    return helpers
 
 
-def kill_and_resume(repo: Path, stage: str, appears: str, **env: str) -> None:
+def process_stat(pid: int | str) -> list[str]:
+    """/proc/<pid>/stat after the command name: state, parent, ...; [] once the process is gone."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return []
+
+
+def running(pid: int) -> bool:
+    return process_stat(pid)[:1] not in ([], ["Z"])  # a zombie has ended; only its exit status waits for init
+
+
+def children(pid: int) -> list[int]:
+    return [int(path.name) for path in Path("/proc").glob("[0-9]*") if process_stat(path.name)[1:2] == [str(pid)]]
+
+
+def kill_and_resume(repo: Path, stage: str, appears: str, **env: str) -> list[int]:
     """Kill -9 a stage midway: its old output stays untouched and DVC knows the stage is not done. Then
     `dvc repro` resumes it, to the bytes of an uninterrupted run from nothing."""
     kind, im = stage.split("@")
     output = repo / DVC_OUTPUTS[kind] / im
     before = digests(output)
-    kill_when(repo, Path(appears), f"pipeline.{kind}", im)
+    helpers = kill_when(repo, Path(appears), f"pipeline.{kind}", im)
     assert digests(output) == before
     assert stage in dvc(repo, "status", stage)
     assert "resuming" in dvc(repo, "repro", "-s", stage, **env)
@@ -299,6 +323,7 @@ def kill_and_resume(repo: Path, stage: str, appears: str, **env: str) -> None:
     shutil.rmtree(output)
     run(repo, sys.executable, "-m", f"pipeline.{kind}", im)
     assert digests(output) == resumed
+    return helpers
 
 
 def test_distill_killed_midway_resumes_from_its_checkpoint_to_the_same_bytes(killable):
@@ -306,8 +331,9 @@ def test_distill_killed_midway_resumes_from_its_checkpoint_to_the_same_bytes(kil
 
 
 def test_generate_killed_midway_resumes_shard_by_shard_on_request(killable):
-    kill_and_resume(killable, "generate@texture", "data/teacher/.texture.partial/.train.partial/"
-                    "shard-000001.rows.parquet", SKDCGN_RESUME="1")
+    writers = kill_and_resume(killable, "generate@texture", "data/teacher/.texture.partial/.train.partial/"
+                              "shard-000001.rows.parquet", SKDCGN_RESUME="1")
+    assert len(writers) == 1  # SKDCGN_WRITERS' default: it was killed with the stage
 
 
 def test_a_diverging_student_stops_distill_naming_the_step_and_touches_no_output(killable):
