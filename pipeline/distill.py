@@ -15,17 +15,18 @@ from pathlib import Path
 import torch
 from dvclive import Live
 
-from pipeline.common import (DATA, RESUME_DIR, may_resume, partial_path, resume_key, setup_torch, stage_args,
-                             staging, under_torchrun)
+from pipeline.common import (DATA, RESUME_DIR, exit_on_error, may_resume, partial_path, resume_key, setup_torch,
+                             stage_args, staging, under_torchrun)
 from skdcgn.distributed import barrier, init_from_environment, rank_and_world
-from skdcgn.metrics import class_mean_images, fidelity
+from skdcgn.metrics import fidelity
 from skdcgn.grids import save_grid
 from skdcgn.hashing import file_sha256
 from skdcgn.seeds import stream_seed
 from skdcgn.shards import decode_images, load_dataset, read_meta
 from skdcgn.students import ProjectionDiscriminator, StudentGenerator, count_parameters, save_student
 from skdcgn.teachers.base import CHANNELS, VALUE_RANGE
-from skdcgn.train import PairedSamples, TrainingDiverged, distill, predict
+from skdcgn.streaming import StreamedSamples
+from skdcgn.train import PairedSamples, TrainingData, TrainingDiverged, TrainSettings, distill, predict
 
 GRID_SAMPLES = 20
 
@@ -56,7 +57,7 @@ def main() -> None:
     source = DATA / "teacher" / im
     info = read_meta(source / "train")["info"]
     teacher = info["teacher"]
-    train = PairedSamples.from_dataset(load_dataset(source / "train"), device)
+    train = training_samples(source / "train", settings, device)
     heldout = PairedSamples.from_dataset(load_dataset(source / "heldout"), device)
 
     torch.manual_seed(stream_seed(params.seed, "distill", im))
@@ -91,10 +92,16 @@ def main() -> None:
         save_teacher_student_grid(out / "grid.png", student, heldout)
 
 
-def class_mean_baseline(im: str, train: PairedSamples, heldout: PairedSamples) -> dict[str, float]:
+def training_samples(directory: Path, settings: TrainSettings, device: torch.device) -> TrainingData:
+    if settings.data == "stream":
+        with exit_on_error():
+            return StreamedSamples(directory, device, settings.loader_workers, settings.shuffle_buffer)
+    return PairedSamples.from_dataset(load_dataset(directory), device)
+
+
+def class_mean_baseline(im: str, train: TrainingData, heldout: PairedSamples) -> dict[str, float]:
     """Fidelity of predicting each class's mean teacher image: what a lookup table reaches without learning."""
-    means = class_mean_images(train.images.cpu(), train.y.cpu(), len(train.y.unique()))
-    means = decode_images(means, train.value_range)
+    means = decode_images(train.class_mean_images().cpu(), train.value_range)
     target = decode_images(heldout.images.cpu(), heldout.value_range)
     return fidelity(im, means[heldout.y.cpu()], target)
 

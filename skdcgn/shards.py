@@ -65,8 +65,8 @@ def validate(directory: Path, deep: bool = True) -> dict:
     wrote; sizes, end blocks and counts are still checked."""
     directory = Path(directory)
     meta = read_meta(directory)
-    shard_table = _read_parquet(directory / "shards.parquet").to_pylist()
-    manifest = _read_parquet(directory / "manifest.parquet")
+    shard_table = read_parquet(directory / "shards.parquet").to_pylist()
+    manifest = read_parquet(directory / "manifest.parquet")
     if sum(row["n_samples"] for row in shard_table) != meta["num_samples"] or manifest.num_rows != meta["num_samples"]:
         raise ShardError(f"{directory}: shard table, manifest and dataset.json disagree on the number of samples")
     keys_by_shard: dict[str, list[str]] = {}
@@ -77,7 +77,7 @@ def validate(directory: Path, deep: bool = True) -> dict:
     return meta
 
 
-def _read_parquet(path: Path) -> pa.Table:
+def read_parquet(path: Path) -> pa.Table:
     try:
         return pq.read_table(path)
     except (OSError, pa.ArrowException) as error:
@@ -120,30 +120,34 @@ def _members_by_key(path: Path) -> dict[str, list[str]]:
 
 
 def shard_urls(directory: Path) -> list[str]:
-    return [str(Path(directory) / name) for name in _read_parquet(Path(directory) / "shards.parquet")["name"].to_pylist()]
+    return [str(Path(directory) / name) for name in read_parquet(Path(directory) / "shards.parquet")["name"].to_pylist()]
 
 
 def iter_samples(directory: Path) -> Iterator[dict]:
     """Stream validated samples in manifest order: {"key", "label", "image" uint8 (C, H, W), <array names>}."""
+    meta = validate(directory)
+    for record in read_records(shard_urls(directory)):
+        yield decode_record(record, meta)
+
+
+def read_records(urls: list[str]) -> Iterator[dict]:
+    """The raw records of these shards, in order: {"__key__", member -> bytes}. No node or worker splitting:
+    every caller reads exactly the shards it names (skdcgn.streaming deals shards out itself). Only for
+    shards that `validate` accepted."""
     import webdataset as wds
 
-    meta = validate(directory)
-    # Every reader reads every shard (nodesplitter=None), also under torchrun: a data-parallel rank takes its
-    # share of each seeded batch by rows (skdcgn.distributed), which keeps a sample's parts together.
-    dataset = wds.WebDataset(shard_urls(directory), shardshuffle=False, empty_check=False, nodesplitter=None)
-    for record in dataset:
-        yield _decode_record(record, IMAGE_MEMBERS[meta["image"].get("format", "png")], meta["arrays"])
+    yield from wds.WebDataset(urls, shardshuffle=False, empty_check=False, nodesplitter=None, workersplitter=None)
 
 
-def _decode_record(record: dict, image_member: str, array_names: list[str]) -> dict:
-    pixels = np.asarray(Image.open(io.BytesIO(record[image_member])))
+def decode_record(record: dict, meta: dict) -> dict:
+    pixels = np.asarray(Image.open(io.BytesIO(record[IMAGE_MEMBERS[meta["image"].get("format", "png")]])))
     pixels = pixels[..., None] if pixels.ndim == 2 else pixels
     sample = {
         "key": record["__key__"],
         "label": int(record["cls"]),
         "image": torch.from_numpy(pixels.copy()).permute(2, 0, 1),
     }
-    for name in array_names:
+    for name in meta["arrays"]:
         sample[name] = torch.from_numpy(np.load(io.BytesIO(record[f"{name}.npy"]), allow_pickle=False))
     return sample
 

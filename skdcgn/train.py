@@ -25,6 +25,7 @@ from skdcgn.shards import decode_images
 from skdcgn.students import ProjectionDiscriminator, StudentGenerator
 
 LR_DECAYS = ("cosine", "constant")
+DATA_SOURCES = ("memory", "stream")
 
 
 @dataclass(frozen=True)
@@ -49,6 +50,12 @@ class TrainSettings:
     # A log window whose mean |discriminator logit| exceeds this stops training (the hinge loss stops pulling at
     # |logit| 1, so healthy logits stay small); 0 = off.
     max_disc_logit: float = field(default=1000.0, metadata={"min": 0.0})
+    # Where batches come from: `memory` (the whole dataset decoded once; MNIST-size) or `stream` (read from the
+    # shards as training goes, through `loader_workers` processes and a `shuffle_buffer` of samples;
+    # skdcgn.streaming). The batch order differs between them, and, for streams, with the number of workers.
+    data: str = field(default="memory", metadata={"choices": DATA_SOURCES})
+    loader_workers: int = field(default=1, metadata={"min": 0})
+    shuffle_buffer: int = field(default=2000, metadata={"min": 1})
 
     def __post_init__(self) -> None:
         if self.lr_decay not in LR_DECAYS:
@@ -82,14 +89,35 @@ class PairedSamples:
     def __len__(self) -> int:
         return len(self.y)
 
-    def class_means(self) -> torch.Tensor:
-        """(num_classes, channels) mean teacher value per class and channel, on the CPU."""
-        means = class_mean_images(self.images, self.y, int(self.y.max()) + 1).mean(dim=(2, 3))
-        return decode_images(means, self.value_range)
+    @property
+    def device(self) -> torch.device:
+        return self.z.device
+
+    def class_mean_images(self) -> torch.Tensor:
+        """(num_classes, C, H, W) mean image per class in 0..255 units, on the CPU."""
+        return class_mean_images(self.images, self.y, int(self.y.max()) + 1)
 
     def batch(self, index: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         images = decode_images(self.images[index], self.value_range)
         return self.z[index], self.y[index], images.contiguous(memory_format=torch.channels_last)
+
+    def batches(self, batch_size: int, seed: int, start: int) -> Iterator[tuple[torch.Tensor, ...]]:
+        """Endless (z, y, images) batches of this rank's share, from batch `start` on: the order comes from the
+        seed alone, so skipping the batches already trained on puts a resumed run where it was."""
+        indices = batch_indices(len(self), batch_size, seed, self.device)
+        for index in itertools.islice(indices, start, None):
+            yield self.batch(distributed.rank_share(index))
+
+
+class TrainingData(Protocol):
+    """What the loop needs of teacher samples: PairedSamples (in memory) or skdcgn.streaming.StreamedSamples."""
+
+    device: torch.device
+    value_range: tuple[float, float]
+
+    def class_mean_images(self) -> torch.Tensor: ...
+
+    def batches(self, batch_size: int, seed: int, start: int) -> Iterator[tuple[torch.Tensor, ...]]: ...
 
 
 def batch_indices(num_samples: int, batch_size: int, seed: int, device) -> Iterator[torch.Tensor]:
@@ -118,7 +146,7 @@ def evaluate_student(student: StudentGenerator, heldout: PairedSamples) -> dict[
     return fidelity(student.config["im"], pred.cpu(), target.cpu())
 
 
-def distill(student: StudentGenerator, disc: ProjectionDiscriminator, train: PairedSamples,
+def distill(student: StudentGenerator, disc: ProjectionDiscriminator, train: TrainingData,
             heldout: PairedSamples, weights: LossWeights, settings: TrainSettings, seed: int,
             callback: Callback | None = None, checkpoint: Path | None = None) -> dict[str, float]:
     """Train `student` to imitate the teacher samples; returns its final held-out fidelity.
@@ -129,10 +157,10 @@ def distill(student: StudentGenerator, disc: ProjectionDiscriminator, train: Pai
     Under torchrun every rank calls this with the same arguments (`skdcgn.distributed`); rank 0 alone calls
     back and writes the checkpoint.
     """
-    device = train.z.device
+    device = train.device
     distributed.check_divisible(settings.batch_size)
     leader = distributed.rank_and_world()[0] == 0
-    student.init_class_offset(train.class_means())
+    student.init_class_offset(decode_images(train.class_mean_images().mean(dim=(2, 3)), train.value_range))
     # channels_last, as in the student's forward: teacher images enter the discriminator in that layout too.
     disc.to(memory_format=torch.channels_last)
     autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda")
@@ -149,8 +177,7 @@ def distill(student: StudentGenerator, disc: ProjectionDiscriminator, train: Pai
     reports = Reports(callback if leader else None, state.resume())
     # After resuming: DDP starts every rank from rank 0's weights.
     parallel_student, parallel_disc = distributed.data_parallel(student), distributed.data_parallel(disc)
-    # Batches come from the seed alone: skipping the ones already trained on puts the order where it was.
-    batches = itertools.islice(batch_indices(len(train), settings.batch_size, seed, device), state.step, None)
+    batches = train.batches(settings.batch_size, seed, state.step)
     sums: dict[str, torch.Tensor] = {}
     student.train()
     disc.train()
@@ -158,8 +185,7 @@ def distill(student: StudentGenerator, disc: ProjectionDiscriminator, train: Pai
                   stream=None if leader else io.StringIO()) as advance:
         shown = state.step
         advance(shown)
-        for step, index in enumerate(batches, state.step + 1):
-            z, y, real = train.batch(distributed.rank_share(index))
+        for step, (z, y, real) in enumerate(batches, state.step + 1):
             with autocast:
                 fake = parallel_student(z, y)
             losses = _train_step(parallel_disc, disc, opt_g, opt_d, weights, z, y, real, fake, autocast, uses_disc,

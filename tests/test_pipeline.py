@@ -164,9 +164,18 @@ def test_shards_and_students_move_to_another_machine_through_a_dvc_remote(repo, 
     assert "up to date" in dvc(clone, "status")
 
 
-def test_distill_trains_on_two_data_parallel_processes(repo):
-    """SKDCGN_PROCESSES=2: the stage hands itself to torchrun, 2 gloo ranks on the CPU; rank 0 alone writes."""
-    log = run(repo, sys.executable, "-m", "pipeline.distill", "background", SKDCGN_PROCESSES="2")
+def test_distill_trains_on_two_data_parallel_processes_from_streamed_shards(repo):
+    """SKDCGN_PROCESSES=2: the stage hands itself to torchrun, 2 gloo ranks on the CPU, each streaming its own
+    shards (the set-up for data too large to hold); rank 0 alone writes."""
+    params_file = repo / "params.yaml"
+    committed = params_file.read_text()
+    params = yaml.safe_load(committed)
+    params["ims"]["background"]["data"] = "stream"
+    params_file.write_text(yaml.safe_dump(params, sort_keys=False))
+    try:
+        log = run(repo, sys.executable, "-m", "pipeline.distill", "background", SKDCGN_PROCESSES="2")
+    finally:
+        params_file.write_text(committed)
     assert log.count("distill background: 8/8") == 1  # one rank reports, not two
     assert (repo / "data/students/background/student.pt").is_file()
     assert "heldout" in json.loads((repo / "data/students/background/live/metrics.json").read_text())
