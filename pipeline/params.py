@@ -152,7 +152,9 @@ def _value(kind: type, rules: typing.Mapping, value: object, path: str):
 
 
 def _scalar(kind: type, value: object, path: str, rules: typing.Mapping):
-    ok = isinstance(value, kind) and not isinstance(value, bool) or (kind is float and type(value) is int)
+    # YAML's true is an int to Python: a bool passes only where a bool is asked for.
+    exact = isinstance(value, kind) and (kind is bool or not isinstance(value, bool))
+    ok = exact or (kind is float and type(value) is int)
     if not ok:
         raise ParamError(f"{path}: expected {kind.__name__}, got {_show(value)}")
     # YAML reads .nan and .inf as floats; no knob here means anything with them, and NaN passes no comparison.

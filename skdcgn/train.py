@@ -56,6 +56,10 @@ class TrainSettings:
     data: str = field(default="memory", metadata={"choices": DATA_SOURCES})
     loader_workers: int = field(default=1, metadata={"min": 0})
     shuffle_buffer: int = field(default=2000, metadata={"min": 1})
+    # torch.compile the student and the discriminator for training. It did not pay on the CPU (texture, 1 thread:
+    # 97 vs 92 ms per step, after 17 s of compiling; BENCHMARKS.md); it is meant for GPUs, where small kernels
+    # are launch-bound. Numerics differ slightly from eager.
+    compile: bool = False
 
     def __post_init__(self) -> None:
         if self.lr_decay not in LR_DECAYS:
@@ -177,6 +181,8 @@ def distill(student: StudentGenerator, disc: ProjectionDiscriminator, train: Tra
     reports = Reports(callback if leader else None, state.resume())
     # After resuming: DDP starts every rank from rank 0's weights.
     parallel_student, parallel_disc = distributed.data_parallel(student), distributed.data_parallel(disc)
+    if settings.compile:
+        parallel_student, parallel_disc = torch.compile(parallel_student), torch.compile(parallel_disc)
     batches = train.batches(settings.batch_size, seed, state.step)
     sums: dict[str, torch.Tensor] = {}
     student.train()

@@ -57,6 +57,7 @@ def set_key(data: dict, path: str, value) -> dict:
     ("ims.shape.steps", 0, "ims.shape.steps: 0 is out of range; allowed: int >= 1"),
     ("ims.shape.speed", 3, "ims.shape.speed: unknown key"),
     ("compose.n", True, "compose.n: expected int, got True"),
+    ("train.compile", 1, "train.compile: expected bool, got 1"),
     ("generate.image_format.shape", "jpeg", "generate.image_format.shape: 'jpeg' is not allowed; allowed: png"),
     ("generate.image_format.texture", "webp", "generate.image_format.texture: 'webp' is not allowed; allowed: png, jpeg"),
     ("generate.jpeg_quality", 100, "generate.jpeg_quality: 100 is out of range; allowed: int >= 1 and <= 95"),

@@ -163,3 +163,10 @@ def test_an_exploding_discriminator_stops_training_at_its_limit():
     with pytest.raises(TrainingDiverged, match=r"discriminator exploding at step 10: mean \|logit\| .* > "
                                                r"max_disc_logit 1e-06; .*no checkpoint was saved"):
         train(20, max_disc_logit=1e-6)
+
+
+def test_a_compiled_student_trains():
+    torch.manual_seed(0)
+    untrained = evaluate_student(StudentGenerator(IM, 16, 10, 32, [32, 32, 16, 8]), teacher_samples(100, 2))
+    _, final, _ = train(20, compile=True)
+    assert final["l1"] < untrained["l1"] * 0.8
