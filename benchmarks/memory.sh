@@ -2,11 +2,13 @@
 # Peak resident memory (RSS) of every stage, at params.yaml's sizes and at SCALE times the teacher samples
 # (generate.per_class), measured with /usr/bin/time -v on a scratch copy of the committed project (HEAD).
 # Training steps are cut to STEPS: a stage's memory does not grow with its steps, and the run stays short.
-# Usage: bash benchmarks/memory.sh [SCALE=10] [STEPS=100]   (after `make setup`; ~10 min on 2 cores)
+# DATA (memory | stream) sets train.data. /usr/bin/time reports the largest single process, not the sum with the
+# stage's worker processes (forked: they share most of their pages with it).
+# Usage: bash benchmarks/memory.sh [SCALE=10] [STEPS=100] [DATA=memory]   (after `make setup`; ~10 min on 2 cores)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export PATH="$PWD/.venv/bin:$PATH"
-scale="${1:-10}" steps="${2:-100}"
+scale="${1:-10}" steps="${2:-100}" data="${3:-memory}"
 stages="generate:shape generate:texture generate:background distill:shape distill:texture distill:background
         compose reference evaluate"
 for factor in 1 "$scale"; do
@@ -14,11 +16,12 @@ for factor in 1 "$scale"; do
   git archive HEAD | tar -x -C "$scratch"
   (
     cd "$scratch"
-    python - "$factor" "$steps" <<'PY'
+    python - "$factor" "$steps" "$data" <<'PY'
 import sys, yaml
-factor, steps = int(sys.argv[1]), int(sys.argv[2])
+factor, steps, data = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3]
 params = yaml.safe_load(open("params.yaml"))
 params["generate"]["per_class"] *= factor
+params["train"]["data"] = data
 for im in params["ims"]:
     params["ims"][im]["steps"] = steps
 yaml.safe_dump(params, open("params.yaml", "w"), sort_keys=False)

@@ -8,7 +8,8 @@ import torch
 
 from pipeline.common import exit_on_error
 from pipeline.params import Params
-from skdcgn.evaluation import Labelled, factual_set, mnist_sets, ood_test_set, train_and_test
+from skdcgn.evaluation import (Labelled, factual_set, mnist_sets, ood_test_set, real_vs_counterfactual,
+                               train_and_test)
 from skdcgn.mnist import MnistUnavailable
 from skdcgn.progress import progress
 from skdcgn.teachers.base import Teacher
@@ -28,11 +29,21 @@ def evaluation_sets(params: Params, teacher: Teacher, with_factual: bool) -> tup
 
 
 def scores_on_test(name: str, train: Labelled, test: Labelled, params: Params) -> tuple[dict, torch.Tensor]:
+    with progress(f"classifier on {name} ({len(train.labels)} images)", params.evaluate.epochs, every=1) as advance:
+        return train_and_test(train, test, **protocol(params), on_epoch=lambda epoch, loss: advance(loss=loss))
+
+
+def real_or_counterfactual(real: Labelled, counterfactual: Labelled, params: Params) -> dict[str, float]:
+    with progress("real vs counterfactual classifier", params.evaluate.epochs, every=1) as advance:
+        return real_vs_counterfactual(real, counterfactual, **protocol(params),
+                                      on_epoch=lambda epoch, loss: advance(loss=loss))
+
+
+def protocol(params: Params) -> dict:
+    """The CGN paper's classifier training settings, from `evaluate` and the run's seed."""
     settings = params.evaluate
-    with progress(f"classifier on {name} ({len(train.labels)} images)", settings.epochs, every=1) as advance:
-        return train_and_test(train, test, epochs=settings.epochs, batch_size=settings.batch_size,
-                              lr=settings.lr, gamma=settings.gamma, seed=params.seed,
-                              on_epoch=lambda epoch, loss: advance(loss=loss))
+    return {"epochs": settings.epochs, "batch_size": settings.batch_size, "lr": settings.lr, "gamma": settings.gamma,
+            "seed": params.seed}
 
 
 def write_confusion(path: Path, confusion: torch.Tensor) -> None:

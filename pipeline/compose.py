@@ -12,7 +12,8 @@ def main() -> None:
     with staging(DATA / "counterfactuals") as out:
         sample_students(DATA / "students", settings.n, params.seed, shards=out / "shards", grid=out / "grid.png",
                         shard_size=settings.shard_size, batch_size=settings.batch_size,
-                        grid_columns=settings.grid_columns, texture_shift=settings.texture_shift, writers=writers)
+                        grid_columns=settings.grid_columns, texture_shift=settings.texture_shift, writers=writers,
+                        changes=settings.mask_changes())
 
 
 if __name__ == "__main__":

@@ -19,6 +19,7 @@ from skdcgn import IMS
 from skdcgn.compose import TEXTURE_SHIFTS
 from skdcgn.evaluation import SOURCES
 from skdcgn.losses import LossWeights
+from skdcgn.masks import MaskChanges
 from skdcgn.shard_writer import ImageCodec
 from skdcgn.shards import IMAGE_MEMBERS
 from skdcgn.teachers import TEACHER_KINDS
@@ -88,6 +89,12 @@ class Compose:
     batch_size: int = field(default=1000, metadata=at_least(1))
     grid_columns: int = field(default=10, metadata=at_least(1))
     texture_shift: str = field(default="none", metadata=one_of(TEXTURE_SHIFTS))
+    mask_noise_std: float = field(default=0.0, metadata=at_least(0.0))
+    mask_rotation: float = field(default=0.0, metadata={"min": 0.0, "max": 180.0})
+    mask_transparency: float = field(default=0.0, metadata={"min": 0.0, "max": 1.0})
+
+    def mask_changes(self) -> MaskChanges:
+        return MaskChanges(self.mask_noise_std, self.mask_rotation, self.mask_transparency)
 
 
 @dataclass(frozen=True)

@@ -7,6 +7,7 @@ very same inputs, and differ only in the networks.
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 from typing import Callable
 
@@ -14,6 +15,7 @@ import torch
 
 from skdcgn import IMS
 from skdcgn.grids import save_grid
+from skdcgn.masks import MaskChanges, change_masks, draw_mask_changes
 from skdcgn.progress import progress
 from skdcgn.seeds import generator
 from skdcgn.shard_writer import writing_dataset
@@ -69,12 +71,15 @@ def cyclic_shift(images: torch.Tensor, shifts: torch.Tensor) -> torch.Tensor:
 
 @torch.no_grad()
 def render(mechanisms: dict[str, Mechanism], inputs: dict, start: int, stop: int,
-           shifts: dict[str, torch.Tensor] | None = None) -> torch.Tensor:
-    """Composites for rows start:stop of `inputs` (float, in [-1, 1], on the CPU), textures shifted by `shifts`."""
+           shifts: dict[str, torch.Tensor] | None = None, changes: MaskChanges = MaskChanges(),
+           draws: dict[str, torch.Tensor] | None = None) -> torch.Tensor:
+    """Composites for rows start:stop of `inputs` (float, in [-1, 1], on the CPU), textures shifted by `shifts`,
+    masks changed by `changes` with the rows of `draws` (skdcgn.masks)."""
     parts = {im: mechanisms[im](z[start:stop], y[start:stop]).float().cpu() for im, (z, y) in inputs.items()}
     for im, shift in (shifts or {}).items():
         parts[im] = cyclic_shift(parts[im], shift[start:stop])
-    return compose(parts["shape"], parts["texture"], parts["background"])
+    mask = change_masks(parts["shape"], changes, {name: d[start:stop] for name, d in (draws or {}).items()})
+    return compose(mask, parts["texture"], parts["background"])
 
 
 def render_all(mechanisms: dict[str, Mechanism], inputs: dict, chunk: int = 1000,
@@ -85,10 +90,12 @@ def render_all(mechanisms: dict[str, Mechanism], inputs: dict, chunk: int = 1000
 
 def write_counterfactuals(directory: Path, mechanisms: dict[str, Mechanism], inputs: dict, shard_size: int,
                           info: dict, chunk: int = 1000, advance=None,
-                          shifts: dict[str, torch.Tensor] | None = None, writers: int = 0) -> None:
-    """Shards of composites labelled with the shape's class; every IM's z, class and shift travel with the image."""
+                          shifts: dict[str, torch.Tensor] | None = None, writers: int = 0,
+                          changes: MaskChanges = MaskChanges(), draws: dict[str, torch.Tensor] | None = None) -> None:
+    """Shards of composites labelled with the shape's class; every IM's z, class and shift, and the mask's
+    change, travel with the image."""
     n = len(inputs["shape"][1])
-    shifts = shifts or {}
+    shifts, draws = shifts or {}, draws or {}
     with writing_dataset(directory, shard_size=shard_size, value_range=COMPOSITE_RANGE, info=info,
                          writers=writers) as writer:
         for start in range(0, n, chunk):
@@ -96,25 +103,30 @@ def write_counterfactuals(directory: Path, mechanisms: dict[str, Mechanism], inp
             arrays = {f"z_{im}": z[start:stop] for im, (z, _) in inputs.items()}
             arrays.update({f"y_{im}": y[start:stop] for im, (_, y) in inputs.items()})
             arrays.update({f"shift_{im}": shift[start:stop] for im, shift in shifts.items()})
+            arrays.update({name: drawn[start:stop] for name, drawn in draws.items()})
             writer.add_batch([f"{i:08d}" for i in range(start, stop)], inputs["shape"][1][start:stop],
-                             render(mechanisms, inputs, start, stop, shifts), arrays)
+                             render(mechanisms, inputs, start, stop, shifts, changes, draws), arrays)
             if advance:
                 advance(stop - start)
 
 
 def sample_students(students_dir: Path, n: int, seed: int, *, shards: Path | None = None, grid: Path | None = None,
                     shard_size: int = 5000, batch_size: int = 1000, grid_columns: int = 10,
-                    texture_shift: str = "none", writers: int = 0) -> None:
+                    texture_shift: str = "none", writers: int = 0, changes: MaskChanges = MaskChanges()) -> None:
     """Counterfactuals from a trained set of students into shards and/or a PNG grid (compose stage and CLI);
-    `writers` processes encode the shards while the students run."""
+    `writers` processes encode the shards while the students run; `changes` alters the masks first."""
     students, teacher = load_students(students_dir)
     z_dims = {im: student.config["z_dim"] for im, student in students.items()}
     inputs = counterfactual_inputs(z_dims, students["shape"].num_classes, n, seed)
     shifts = counterfactual_shifts(n, teacher["image_size"], seed, texture_shift)
+    draws = draw_mask_changes(n, seed, changes)
     if shards:
         info = {"teacher": teacher, "texture_shift": texture_shift}
+        if changes.active:
+            info["mask_changes"] = dataclasses.asdict(changes)
         with progress("compose", n, every=batch_size) as advance:
-            write_counterfactuals(shards, students, inputs, shard_size, info, batch_size, advance, shifts, writers)
+            write_counterfactuals(shards, students, inputs, shard_size, info, batch_size, advance, shifts, writers,
+                                  changes, draws)
     if grid:
-        images = render(students, inputs, 0, min(n, grid_columns**2), shifts)
+        images = render(students, inputs, 0, min(n, grid_columns**2), shifts, changes, draws)
         save_grid(grid, list(images.split(grid_columns)), COMPOSITE_RANGE)

@@ -99,3 +99,18 @@ def train_and_test(train: Labelled, test: Labelled, *, epochs: int, batch_size: 
         hard = test.same_colour
         scores["accuracy_same_colour"] = evaluate_classifier(model, test.images[hard], test.labels[hard])[0]
     return scores, confusion
+
+
+def real_vs_counterfactual(real: Labelled, counterfactual: Labelled, *, epochs: int, batch_size: int, lr: float,
+                           gamma: float, seed: int, on_epoch=None) -> dict[str, float]:
+    """Can a classifier tell counterfactuals from real images (the SKDCGN paper's Table 1 question)? As many of
+    each, shuffled by the seed; half to train a real (0) vs counterfactual (1) classifier, half to test it.
+    Test accuracy near 0.5: indistinguishable; near 1: the counterfactuals give themselves away."""
+    n = min(len(real.labels), len(counterfactual.labels))
+    order = torch.randperm(2 * n, generator=torch.Generator().manual_seed(stream_seed(seed, "real-vs-cf")))
+    images = torch.cat([real.images[:n], counterfactual.images[:n]])[order]
+    labels = torch.cat([torch.zeros(n, dtype=torch.long), torch.ones(n, dtype=torch.long)])[order]
+    model = train_classifier(images[:n], labels[:n], epochs=epochs, batch_size=batch_size, lr=lr, gamma=gamma,
+                             seed=stream_seed(seed, "real-vs-cf classifier"), on_epoch=on_epoch)
+    return {"train_accuracy": evaluate_classifier(model, images[:n], labels[:n])[0],
+            "test_accuracy": evaluate_classifier(model, images[n:], labels[n:])[0]}

@@ -54,3 +54,16 @@ def test_same_colour_part_is_about_a_tenth(sets):
 def test_test_size_must_leave_a_factual_part():
     with pytest.raises(ValueError, match="allowed: 1..4999"):
         mnist_sets(MNIST, "double_colored", 5000, seed=0)
+
+
+def test_a_classifier_tells_obvious_counterfactuals_from_real_images_and_not_real_from_real():
+    from skdcgn.evaluation import factual_set, real_vs_counterfactual
+    from skdcgn.teachers import make_teacher
+
+    teacher = make_teacher("synthetic")
+    real, more_real = factual_set(teacher, 300, seed=0), factual_set(teacher, 300, seed=1)
+    protocol = {"epochs": 2, "batch_size": 32, "lr": 1.0, "gamma": 0.7, "seed": 0}
+    dark = real_vs_counterfactual(real, more_real._replace(images=more_real.images // 4), **protocol)
+    alike = real_vs_counterfactual(real, more_real, **protocol)
+    assert dark["train_accuracy"] > 0.95 and dark["test_accuracy"] > 0.95
+    assert abs(alike["test_accuracy"] - 0.5) < 0.1  # the same distribution: no better than a coin

@@ -1,0 +1,66 @@
+"""The shape-mechanism study's mask changes: none by default, each doing what it says, reproducible."""
+
+import pytest
+import torch
+
+from skdcgn.masks import MaskChanges, change_masks, draw_mask_changes
+
+
+def masks(n: int = 6) -> torch.Tensor:
+    """Asymmetric masks: a bar in the top-left quarter, at different heights."""
+    out = torch.zeros(n, 1, 16, 16)
+    for i in range(n):
+        out[i, 0, 1 + i % 4:4 + i % 4, 2:7] = 1.0
+    return out
+
+
+def test_no_change_is_the_default_and_draws_nothing():
+    assert not MaskChanges().active and draw_mask_changes(10, 0, MaskChanges()) == {}
+    assert torch.equal(change_masks(masks(), MaskChanges(), {}), masks())
+
+
+def test_a_half_turn_turns_the_mask_upside_down():
+    turned = change_masks(masks(), MaskChanges(rotation=180), {"mask_angle": torch.full((6,), 180.0)})
+    assert torch.allclose(turned, masks().flip(2, 3), atol=1e-5)
+
+
+def test_transparency_lets_the_background_through():
+    assert torch.equal(change_masks(masks(), MaskChanges(transparency=0.3), {}), masks() * 0.7)
+
+
+def test_noise_has_its_std_and_does_not_depend_on_batching():
+    changes = MaskChanges(noise_std=0.1)
+    draws = draw_mask_changes(6, 0, changes)
+    grey = torch.full((6, 1, 16, 16), 0.5)  # far from 0 and 1: no clipping
+    whole = change_masks(grey, changes, draws)
+    halves = torch.cat([change_masks(grey[i:i + 3], changes, {k: v[i:i + 3] for k, v in draws.items()})
+                        for i in (0, 3)])
+    assert torch.equal(whole, halves)
+    assert 0.09 < (whole - grey).std() < 0.11
+    assert change_masks(masks(), changes, draws).min() >= 0 and change_masks(masks(), changes, draws).max() <= 1
+
+
+def test_angles_come_from_the_seed_within_the_range():
+    first = draw_mask_changes(500, 0, MaskChanges(rotation=30))
+    assert torch.equal(first["mask_angle"], draw_mask_changes(500, 0, MaskChanges(rotation=30))["mask_angle"])
+    assert first["mask_angle"].abs().max() <= 30 and first["mask_angle"].std() > 15
+
+
+@pytest.mark.parametrize("bad", [{"noise_std": -1}, {"rotation": 200}, {"transparency": 1.5}])
+def test_out_of_range_changes_are_refused(bad):
+    with pytest.raises(ValueError, match="allowed: noise_std >= 0, rotation 0-180, transparency 0-1"):
+        MaskChanges(**bad)
+
+
+def test_composites_use_the_changed_masks():
+    from skdcgn.compose import counterfactual_inputs, render
+    from skdcgn.evaluation import teacher_mechanisms
+    from skdcgn.teachers import make_teacher
+
+    teacher = make_teacher("synthetic")
+    mechanisms = teacher_mechanisms(teacher)
+    inputs = counterfactual_inputs(teacher.z_dims, teacher.num_classes, 8, seed=0)
+    background = mechanisms["background"](*inputs["background"])
+    see_through = render(mechanisms, inputs, 0, 8, changes=MaskChanges(transparency=1.0))
+    assert torch.allclose(see_through, background)  # no digit left: x = 0 * f + 1 * b
+    assert not torch.allclose(render(mechanisms, inputs, 0, 8), background)
