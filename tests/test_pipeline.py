@@ -17,6 +17,7 @@ import yaml
 
 from conftest import SHARED
 from pipeline.profile import merged, nested, overrides
+from skdcgn.shards import read_meta
 
 ROOT = Path(__file__).resolve().parents[1]
 PROJECT_FILES = ["skdcgn", "pipeline", "teachers", "dvc.yaml", "params.yaml", ".dvc/config", ".dvcignore",
@@ -122,6 +123,7 @@ def test_metrics_show_reports_fidelity_baselines_sizes_and_accuracies(repo):
     assert set(reference["teacher"]) == set(reference["factual"]) == {"accuracy", "accuracy_same_colour"}
     evaluate = files["data/evaluate/metrics.json"]
     assert 0 <= evaluate["student"]["accuracy"] <= 1 and evaluate["student_over_teacher"] >= 0
+    assert set(evaluate["real_vs_counterfactual"]) == {"train_accuracy", "test_accuracy"}
 
 
 def test_plots_render(repo):
@@ -198,6 +200,14 @@ def test_repro_from_scratch_gives_the_same_bytes_everywhere(repo):
     again = digests(repo / "data")
     assert again.keys() == first.keys()
     assert [path for path in first if first[path] != again[path]] == []
+
+
+def test_a_mask_change_reruns_only_compose_and_evaluate(repo):
+    changed = stages_run(dvc(repo, "exp", "run", "-S", "compose.mask_rotation=30"))
+    assert changed == {"compose", "evaluate"}
+    counterfactuals = read_meta(repo / "data/counterfactuals/shards")
+    assert "mask_angle" in counterfactuals["arrays"] and counterfactuals["info"]["mask_changes"]["rotation"] == 30
+    assert stages_run(dvc(repo, "exp", "run", "-S", "compose.mask_rotation=0.0")) == set()
 
 
 def test_kl_weight_experiment_reruns_only_what_depends_on_it(repo):
