@@ -1,10 +1,11 @@
 """Data-parallel training of one student across processes: torchrun starts them, DistributedDataParallel
 averages the gradients. Nothing here schedules anything itself.
 
-Every rank holds the (MNIST-small) samples and draws the same seeded global batch; rank r trains on rows
-r, r + W, r + 2W, ... of it, so each of the W ranks gets an equal share and together they see exactly the
-batches of a one-process run. BatchNorm statistics are per rank (as in DDP by default), so a W-process run is
-not bit-identical to a one-process run. Rank 0 alone logs, evaluates and writes checkpoints.
+With `train.data: memory` every rank holds the samples and draws the same seeded global batch; rank r trains on
+rows r, r + W, r + 2W, ... of it, so the W ranks get equal shares and together see exactly the batches of a
+one-process run. With `stream`, each rank reads its own shards (skdcgn.streaming) in batches of batch_size / W.
+BatchNorm statistics are per rank (as in DDP by default), so a W-process run is not bit-identical to a
+one-process run. Rank 0 alone logs, evaluates and writes checkpoints.
 """
 
 from __future__ import annotations
