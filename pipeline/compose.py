@@ -13,7 +13,7 @@ def main() -> None:
         sample_students(DATA / "students", settings.n, params.seed, shards=out / "shards", grid=out / "grid.png",
                         shard_size=settings.shard_size, batch_size=settings.batch_size,
                         grid_columns=settings.grid_columns, texture_shift=settings.texture_shift, writers=writers,
-                        changes=settings.mask_changes())
+                        changes=settings.mask_changes(), per_shape=settings.per_shape)
 
 
 if __name__ == "__main__":

@@ -18,7 +18,7 @@ from dvclive import Live
 from pipeline.common import (DATA, RESUME_DIR, exit_on_error, may_resume, partial_path, resume_key, setup_torch,
                              stage_args, staging, under_torchrun)
 from skdcgn.distributed import barrier, init_from_environment, rank_and_world
-from skdcgn.metrics import fidelity
+from skdcgn.metrics import HEADLINE, fidelity, steps_to_gain
 from skdcgn.grids import save_grid
 from skdcgn.hashing import file_sha256
 from skdcgn.seeds import stream_seed
@@ -36,11 +36,13 @@ class LiveCallback:
 
     def __init__(self, live: Live):
         self.live = live
+        self.evals: list[tuple[int, dict[str, float]]] = []
 
     def on_log(self, step: int, values: dict[str, float]) -> None:
         self._log(step, {f"train/{name}": value for name, value in values.items()})
 
     def on_eval(self, step: int, metrics: dict[str, float]) -> None:
+        self.evals.append((step, metrics))
         self._log(step, {f"heldout/{name}": value for name, value in metrics.items()})
 
     def _log(self, step: int, values: dict[str, float]) -> None:
@@ -84,8 +86,12 @@ def main() -> None:
     with staging(DATA / "students" / im, key, may_resume(default=True)) as out:
         barrier()
         with Live(str(out / "live"), dvcyaml=False, save_dvc_exp=False) as live:
-            run(out, LiveCallback(live))
+            callback = LiveCallback(live)
+            run(out, callback)
             live.summary["baseline"] = class_mean_baseline(im, train, heldout)
+            headline = HEADLINE[im]
+            curve = [(step, metrics[headline]) for step, metrics in callback.evals]
+            live.summary["steps_to_95pct_gain"] = steps_to_gain(curve, live.summary["baseline"][headline])
             live.summary["parameters"] = {"student": count_parameters(student),
                                           "teacher": info["teacher_parameters"]}
         save_student(out / "student.pt", student.cpu(), teacher)

@@ -5,7 +5,7 @@ classifier that tries to tell the students' counterfactuals from real images wit
 from pipeline.classify import evaluation_sets, real_or_counterfactual, scores_on_test, write_confusion
 from pipeline.common import DATA, read_json, setup_torch, stage_args, staging, teacher_from, write_json
 from skdcgn.evaluation import Labelled
-from skdcgn.shards import load_dataset
+from skdcgn.shards import load_dataset, read_meta
 
 
 def main() -> None:
@@ -25,6 +25,7 @@ def main() -> None:
             "student": scores,
             "student_over_teacher": scores["accuracy"] / reference["teacher"]["accuracy"],
             "train_size": len(train.labels),
+            "per_shape": read_meta(DATA / "counterfactuals" / "shards")["info"]["per_shape"],
             "real_vs_counterfactual": realism,
         })
         write_confusion(out / "confusion.csv", confusion)

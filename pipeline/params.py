@@ -89,12 +89,19 @@ class Compose:
     batch_size: int = field(default=1000, metadata=at_least(1))
     grid_columns: int = field(default=10, metadata=at_least(1))
     texture_shift: str = field(default="none", metadata=one_of(TEXTURE_SHIFTS))
+    per_shape: int = field(default=1, metadata=at_least(1))
+    mask_denoise: bool = False
     mask_noise_std: float = field(default=0.0, metadata=at_least(0.0))
     mask_rotation: float = field(default=0.0, metadata={"min": 0.0, "max": 180.0})
     mask_transparency: float = field(default=0.0, metadata={"min": 0.0, "max": 1.0})
 
     def mask_changes(self) -> MaskChanges:
-        return MaskChanges(self.mask_noise_std, self.mask_rotation, self.mask_transparency)
+        """The students' masks: denoised when asked, then the shape study's changes."""
+        return MaskChanges(self.mask_denoise, self.mask_noise_std, self.mask_rotation, self.mask_transparency)
+
+    def teacher_mask_changes(self) -> MaskChanges:
+        """The teacher's masks (stage reference): denoised when asked; the study changes only the students'."""
+        return MaskChanges(denoise=self.mask_denoise)
 
 
 @dataclass(frozen=True)

@@ -19,11 +19,12 @@ def main() -> None:
     teacher = teacher_from(params)
     factual, test = evaluation_sets(params, teacher, with_factual=True)
     settings = params.compose
-    inputs = counterfactual_inputs(teacher.z_dims, teacher.num_classes, settings.n, params.seed)
+    inputs = counterfactual_inputs(teacher.z_dims, teacher.num_classes, settings.n, params.seed, settings.per_shape)
     shifts = counterfactual_shifts(settings.n, teacher.image_size, params.seed, settings.texture_shift)
+    changes = settings.teacher_mask_changes()
     mechanisms = teacher_mechanisms(teacher)
     teacher_scores, teacher_confusion = scores_on_test(
-        "teacher counterfactuals", composite_images(mechanisms, inputs, shifts), test, params)
+        "teacher counterfactuals", composite_images(mechanisms, inputs, shifts, changes), test, params)
     factual_scores, _ = scores_on_test("factual data", factual, test, params)
     with staging(DATA / "reference") as out:
         write_json(out / "metrics.json", {"teacher": teacher_scores, "factual": factual_scores,
@@ -32,8 +33,8 @@ def main() -> None:
                                           "teacher_parameters": sum(map(teacher.num_parameters, teacher.z_dims))})
         write_confusion(out / "confusion.csv", teacher_confusion)
         shown = min(settings.n, settings.grid_columns**2)
-        save_grid(out / "grid.png", list(render(mechanisms, inputs, 0, shown, shifts).split(settings.grid_columns)),
-                  COMPOSITE_RANGE)
+        save_grid(out / "grid.png", list(render(mechanisms, inputs, 0, shown, shifts, changes)
+                                         .split(settings.grid_columns)), COMPOSITE_RANGE)
         test_images = decode_images(test.images[:shown], COMPOSITE_RANGE)
         save_grid(out / "test_grid.png", list(test_images.split(settings.grid_columns)), COMPOSITE_RANGE)
 

@@ -35,18 +35,23 @@ def compose(mask: torch.Tensor, foreground: torch.Tensor, background: torch.Tens
 
 
 def draw_inputs(n: int, z_dims: dict[str, int], num_classes: int, generator: torch.Generator,
-                factual: bool = False) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
-    """Per-IM (z, y). Counterfactual: every IM draws its own class. Factual: all follow the shape's class."""
-    inputs = {}
-    for im in IMS:
-        y = inputs["shape"][1] if factual and im != "shape" else torch.randint(num_classes, (n,), generator=generator)
+                factual: bool = False, per_shape: int = 1) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+    """Per-IM (z, y). Counterfactual: every IM draws its own class. Factual: all follow the shape's class.
+    `per_shape` > 1: each shape (z and class) is drawn once and repeated over that many consecutive rows, each
+    with its own texture and background (the CGN's counterfactuals per shape)."""
+    shapes = -(-n // per_shape)
+    y = torch.randint(num_classes, (shapes,), generator=generator)
+    z = torch.randn(shapes, z_dims["shape"], generator=generator)
+    inputs = {"shape": (z.repeat_interleave(per_shape, 0)[:n], y.repeat_interleave(per_shape)[:n])}
+    for im in IMS[1:]:
+        y = inputs["shape"][1] if factual else torch.randint(num_classes, (n,), generator=generator)
         inputs[im] = (torch.randn(n, z_dims[im], generator=generator), y)
     return inputs
 
 
-def counterfactual_inputs(z_dims: dict[str, int], num_classes: int, n: int, seed: int) -> dict:
+def counterfactual_inputs(z_dims: dict[str, int], num_classes: int, n: int, seed: int, per_shape: int = 1) -> dict:
     """A run's counterfactual inputs: students and teacher draw theirs from this one stream, so they are equal."""
-    return draw_inputs(n, z_dims, num_classes, generator(seed, "counterfactuals"))
+    return draw_inputs(n, z_dims, num_classes, generator(seed, "counterfactuals"), per_shape=per_shape)
 
 
 def counterfactual_shifts(n: int, image_size: int, seed: int, mode: str) -> dict[str, torch.Tensor]:
@@ -83,9 +88,13 @@ def render(mechanisms: dict[str, Mechanism], inputs: dict, start: int, stop: int
 
 
 def render_all(mechanisms: dict[str, Mechanism], inputs: dict, chunk: int = 1000,
-               shifts: dict[str, torch.Tensor] | None = None) -> torch.Tensor:
+               shifts: dict[str, torch.Tensor] | None = None, changes: MaskChanges = MaskChanges()) -> torch.Tensor:
+    """All composites of `inputs`; `changes` without random draws only (the teacher's denoised masks)."""
+    if changes.drawn:
+        raise ValueError("render_all takes no per-counterfactual mask draws; use render with draws")
     n = len(inputs["shape"][1])
-    return torch.cat([render(mechanisms, inputs, i, min(i + chunk, n), shifts) for i in range(0, n, chunk)])
+    return torch.cat([render(mechanisms, inputs, i, min(i + chunk, n), shifts, changes)
+                      for i in range(0, n, chunk)])
 
 
 def write_counterfactuals(directory: Path, mechanisms: dict[str, Mechanism], inputs: dict, shard_size: int,
@@ -112,16 +121,17 @@ def write_counterfactuals(directory: Path, mechanisms: dict[str, Mechanism], inp
 
 def sample_students(students_dir: Path, n: int, seed: int, *, shards: Path | None = None, grid: Path | None = None,
                     shard_size: int = 5000, batch_size: int = 1000, grid_columns: int = 10,
-                    texture_shift: str = "none", writers: int = 0, changes: MaskChanges = MaskChanges()) -> None:
+                    texture_shift: str = "none", writers: int = 0, changes: MaskChanges = MaskChanges(),
+                    per_shape: int = 1) -> None:
     """Counterfactuals from a trained set of students into shards and/or a PNG grid (compose stage and CLI);
     `writers` processes encode the shards while the students run; `changes` alters the masks first."""
     students, teacher = load_students(students_dir)
     z_dims = {im: student.config["z_dim"] for im, student in students.items()}
-    inputs = counterfactual_inputs(z_dims, students["shape"].num_classes, n, seed)
+    inputs = counterfactual_inputs(z_dims, students["shape"].num_classes, n, seed, per_shape)
     shifts = counterfactual_shifts(n, teacher["image_size"], seed, texture_shift)
     draws = draw_mask_changes(n, seed, changes)
     if shards:
-        info = {"teacher": teacher, "texture_shift": texture_shift}
+        info = {"teacher": teacher, "texture_shift": texture_shift, "per_shape": per_shape}
         if changes.active:
             info["mask_changes"] = dataclasses.asdict(changes)
         with progress("compose", n, every=batch_size) as advance:

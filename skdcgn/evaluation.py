@@ -20,6 +20,7 @@ import torch
 from skdcgn.cgn_data import colourise, load_textures, same_colour
 from skdcgn.classifier import evaluate_classifier, train_classifier
 from skdcgn.compose import COMPOSITE_RANGE, Mechanism, draw_inputs, render_all
+from skdcgn.masks import MaskChanges
 from skdcgn.mnist import load_mnist_test
 from skdcgn.seeds import generator, stream_seed
 from skdcgn.shards import encode_images
@@ -46,9 +47,9 @@ def teacher_mechanisms(teacher: Teacher) -> dict[str, Mechanism]:
 
 
 def composite_images(mechanisms: dict[str, Mechanism], inputs: dict,
-                     shifts: dict[str, torch.Tensor] | None = None) -> Labelled:
+                     shifts: dict[str, torch.Tensor] | None = None, changes: MaskChanges = MaskChanges()) -> Labelled:
     """Composites labelled with the shape's class."""
-    return Labelled(quantised(render_all(mechanisms, inputs, shifts=shifts)), inputs["shape"][1])
+    return Labelled(quantised(render_all(mechanisms, inputs, shifts=shifts, changes=changes)), inputs["shape"][1])
 
 
 def factual_set(teacher: Teacher, n: int, seed: int) -> Labelled:

@@ -1,4 +1,5 @@
-"""The SKDCGN paper's shape-mechanism study: masks changed before composition (noise, rotation, transparency).
+"""The SKDCGN paper's shape-mechanism study: masks changed before composition (noise, rotation, transparency),
+and a denoising option (3x3 median) for masks whose speckle may hurt the classifier.
 
 Each counterfactual's change is drawn from its own seed stream, apart from the noise and classes, so switching a
 change on leaves everything else about the counterfactuals as it was. A change of zero is no change: the
@@ -18,6 +19,7 @@ from skdcgn.seeds import generator
 
 @dataclass(frozen=True)
 class MaskChanges:
+    denoise: bool = False  # 3x3 median filter first: isolated speckle goes, edges and strokes stay
     noise_std: float = 0.0  # Gaussian noise per pixel, then clipped back to [0, 1]
     rotation: float = 0.0  # degrees: each mask turned about its centre by a uniform angle in [-rotation, rotation]
     transparency: float = 0.0  # m -> (1 - transparency) m: the background shows through the shape
@@ -28,12 +30,17 @@ class MaskChanges:
 
     @property
     def active(self) -> bool:
-        return bool(self.noise_std or self.rotation or self.transparency)
+        return bool(self.denoise or self.drawn or self.transparency)
+
+    @property
+    def drawn(self) -> bool:
+        """Whether any change is random per counterfactual."""
+        return bool(self.noise_std or self.rotation)
 
 
 def draw_mask_changes(n: int, seed: int, changes: MaskChanges) -> dict[str, torch.Tensor]:
-    """Per counterfactual: a rotation angle in degrees and a seed for its noise; empty when nothing changes."""
-    if not changes.active:
+    """Per counterfactual: a rotation angle in degrees and a seed for its noise; empty when nothing is random."""
+    if not changes.drawn:
         return {}
     rng = generator(seed, "counterfactuals", "mask")
     angles = (torch.rand(n, generator=rng) * 2 - 1) * changes.rotation
@@ -41,10 +48,12 @@ def draw_mask_changes(n: int, seed: int, changes: MaskChanges) -> dict[str, torc
 
 
 def change_masks(masks: torch.Tensor, changes: MaskChanges, draws: dict[str, torch.Tensor]) -> torch.Tensor:
-    """Masks (B, 1, H, W) in [0, 1] with rows of `draws` (from draw_mask_changes) applied: rotate, add noise,
-    make transparent, in that order."""
+    """Masks (B, 1, H, W) in [0, 1] with rows of `draws` (from draw_mask_changes) applied: denoise, rotate, add
+    noise, make transparent, in that order."""
     if not changes.active:
         return masks
+    if changes.denoise:
+        masks = median3(masks)
     if changes.rotation:
         masks = _rotate(masks, draws["mask_angle"])
     if changes.noise_std:
@@ -62,3 +71,11 @@ def _rotate(masks: torch.Tensor, degrees: torch.Tensor) -> torch.Tensor:
     grid = F.affine_grid(theta, list(masks.shape), align_corners=False)
     # Outside the turned mask is background: zeros padding.
     return F.grid_sample(masks, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+
+
+def median3(masks: torch.Tensor) -> torch.Tensor:
+    """3x3 median of each pixel's neighbourhood; the border repeats its edge pixels, so it is not eaten away."""
+    padded = F.pad(masks, (1, 1, 1, 1), mode="replicate")
+    neighbourhoods = F.unfold(padded, kernel_size=3)  # (B, C*9, H*W)
+    batch, channels, height, width = masks.shape
+    return neighbourhoods.view(batch, channels, 9, -1).median(dim=2).values.view(batch, channels, height, width)

@@ -23,6 +23,9 @@ FIDELITY = {
     "background": ("l1", "psnr", "ssim"),
 }
 
+# The one number per mechanism that convergence is judged on (higher is better for each).
+HEADLINE = {"shape": "mask_iou", "texture": "psnr", "background": "psnr"}
+
 CHUNK = 1024  # images per step: bounds the float32 copies and SSIM's five filtered maps
 PSNR_CAP = 100.0  # dB reported for identical images, so that averages stay finite
 SSIM_WINDOW, SSIM_SIGMA, SSIM_K1, SSIM_K2 = 11, 1.5, 0.01, 0.03  # Wang et al. 2004
@@ -125,6 +128,18 @@ def fidelity(im: str, pred: torch.Tensor, target: torch.Tensor) -> dict[str, flo
     for name in FIDELITY[im]:
         results.update(METRICS[name](pred, target, VALUE_RANGE[im]))
     return results
+
+
+def steps_to_reach(curve: list[tuple[int, float]], target: float) -> int | None:
+    """The first step of a (step, value) curve at which value >= target; None when it never gets there."""
+    return next((step for step, value in curve if value >= target), None)
+
+
+def steps_to_gain(curve: list[tuple[int, float]], baseline: float, fraction: float = 0.95) -> int:
+    """Steps a run took to win `fraction` of its final gain over the class-mean baseline: when "converges
+    faster" is a number. Scale-free (IoU and dB alike); a run that never beat the baseline counts its last step."""
+    final = curve[-1][1]
+    return steps_to_reach(curve, baseline + fraction * max(final - baseline, 0.0)) or curve[-1][0]
 
 
 @torch.no_grad()

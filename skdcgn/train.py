@@ -170,8 +170,7 @@ def distill(student: StudentGenerator, disc: ProjectionDiscriminator, train: Tra
     autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda")
     opt_g = torch.optim.Adam(student.parameters(), lr=settings.lr, betas=tuple(settings.betas))
     opt_d = torch.optim.Adam(disc.parameters(), lr=settings.lr, betas=tuple(settings.betas))
-    # A pixel-only objective needs no discriminator: skip its cost entirely.
-    uses_disc = weights.adversarial_weight or weights.feature_weight or weights.kl_weight
+    uses_disc = weights.needs_discriminator
     schedules = {f"schedule_{name}": torch.optim.lr_scheduler.LambdaLR(opt, _lr_factor(settings))
                  for name, opt in (("g", opt_g), ("d", opt_d)) if name == "g" or uses_disc}
     state = TrainingState(checkpoint, {"student": student, "disc": disc, "opt_g": opt_g, "opt_d": opt_d,

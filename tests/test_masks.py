@@ -64,3 +64,30 @@ def test_composites_use_the_changed_masks():
     see_through = render(mechanisms, inputs, 0, 8, changes=MaskChanges(transparency=1.0))
     assert torch.allclose(see_through, background)  # no digit left: x = 0 * f + 1 * b
     assert not torch.allclose(render(mechanisms, inputs, 0, 8), background)
+
+
+def test_denoising_removes_speckle_and_keeps_strokes():
+    clean = masks()
+    speckled = clean.clone()
+    speckled[:, 0, 12, 12] = 1.0  # an isolated foreground pixel
+    middle_rows = 2 + torch.arange(6) % 4
+    speckled[torch.arange(6), 0, middle_rows, 4] = 0.0  # a hole inside each bar
+    denoised = change_masks(speckled, MaskChanges(denoise=True), {})
+    assert torch.equal(denoised[:, :, 8:, 8:], torch.zeros(6, 1, 8, 8))
+    assert (denoised[torch.arange(6), 0, middle_rows, 4] == 1.0).all()
+    # A 3-pixel-thick bar survives whole, corners aside (a median of 4 of 9 on-pixels is off).
+    assert (denoised * clean).sum() >= clean.sum() - 4 * 6
+    assert draw_mask_changes(6, 0, MaskChanges(denoise=True)) == {}  # nothing random to store
+
+
+def test_counterfactuals_per_shape_repeat_each_shape_with_new_textures():
+    from skdcgn.compose import counterfactual_inputs
+
+    z_dims = {"shape": 4, "texture": 3, "background": 3}
+    inputs = counterfactual_inputs(z_dims, 10, 10, seed=0, per_shape=4)  # 10 is not a multiple of 4: 3 shapes
+    z, y = inputs["shape"]
+    assert len(y) == 10 and len(torch.unique(z, dim=0)) == 3
+    assert torch.equal(z[:4], z[0].expand(4, 4)) and torch.equal(y[:4], y[0].expand(4))
+    assert len(torch.unique(inputs["texture"][0], dim=0)) == 10
+    single = counterfactual_inputs(z_dims, 10, 10, seed=0)
+    assert len(torch.unique(single["shape"][0], dim=0)) == 10

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from skdcgn import metrics
-from skdcgn.metrics import METRICS, class_mean_images, fidelity
+from skdcgn.metrics import METRICS, class_mean_images, fidelity, steps_to_gain, steps_to_reach
 
 torch.set_num_threads(1)
 
@@ -125,3 +125,13 @@ def test_class_mean_images_names_a_missing_class():
     imgs = torch.zeros(3, 1, 2, 2)
     with pytest.raises(ValueError, match="class 1 "):
         class_mean_images(imgs, torch.tensor([0, 2, 2]), 3)
+
+
+def test_steps_to_gain_finds_when_a_run_won_most_of_its_gain():
+    curve = [(100, 0.5), (200, 0.8), (300, 0.88), (400, 0.9)]
+    # baseline 0.4, final 0.9: 95 % of the 0.5 gain is reached at 0.875, first at step 300.
+    assert steps_to_gain(curve, baseline=0.4) == 300
+    assert steps_to_gain(curve, baseline=0.4, fraction=0.5) == 200
+    assert steps_to_reach(curve, 0.95) is None
+    # A run that never beat the baseline has no gain to win early: it counts its whole length.
+    assert steps_to_gain([(100, 0.3), (200, 0.2)], baseline=0.4) == 200

@@ -118,6 +118,7 @@ def test_metrics_show_reports_fidelity_baselines_sizes_and_accuracies(repo):
     assert {"l1", "psnr", "ssim", "mask_iou", "mask_mean"} <= set(shape["heldout"])
     assert set(shape["baseline"]) == set(shape["heldout"])
     assert shape["parameters"]["student"] > 0 and shape["parameters"]["teacher"] > 0
+    assert shape["steps_to_95pct_gain"] in (8, 16)  # an eval step: eval_every 8 of 16 shape steps
     assert set(files["data/students/texture/live/metrics.json"]["heldout"]) == {"l1", "psnr", "ssim"}
     reference = files["data/reference/metrics.json"]
     assert set(reference["teacher"]) == set(reference["factual"]) == {"accuracy", "accuracy_same_colour"}
@@ -208,6 +209,15 @@ def test_a_mask_change_reruns_only_compose_and_evaluate(repo):
     counterfactuals = read_meta(repo / "data/counterfactuals/shards")
     assert "mask_angle" in counterfactuals["arrays"] and counterfactuals["info"]["mask_changes"]["rotation"] == 30
     assert stages_run(dvc(repo, "exp", "run", "-S", "compose.mask_rotation=0.0")) == set()
+
+
+def test_denoising_and_counterfactuals_per_shape_change_teacher_and_students_alike(repo):
+    changed = stages_run(dvc(repo, "exp", "run", "-S", "compose.mask_denoise=true", "-S", "compose.per_shape=4"))
+    assert changed == {"compose", "reference", "evaluate"}
+    assert read_meta(repo / "data/counterfactuals/shards")["info"]["mask_changes"]["denoise"] is True
+    assert json.loads((repo / "data/evaluate/metrics.json").read_text())["per_shape"] == 4
+    back = dvc(repo, "exp", "run", "-S", "compose.mask_denoise=false", "-S", "compose.per_shape=1")
+    assert stages_run(back) == set()
 
 
 def test_kl_weight_experiment_reruns_only_what_depends_on_it(repo):

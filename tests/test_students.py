@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from skdcgn.losses import LossWeights, generator_loss, kl_loss, layer_weights, pixel_loss
+from skdcgn.losses import KL_PLACES, LossWeights, generator_loss, kl_loss, layer_weights, pixel_kl_loss, pixel_loss
 from skdcgn.students import (ProjectionDiscriminator, StudentGenerator, count_parameters, load_student,
                              load_students, save_student)
 
@@ -62,26 +62,58 @@ def test_kl_is_zero_for_equal_features_and_positive_otherwise():
     assert kl_loss(features, [torch.randn(2, 8, 4, 4)], 4.0) > 0
 
 
-def student_gradient(kl_weight: float) -> list[torch.Tensor]:
+def test_pixel_kl_compares_where_the_mass_lies():
+    mask = torch.zeros(2, 1, 8, 8)
+    mask[:, :, 2:4, 2:4] = 1
+    moved = torch.roll(mask, shifts=3, dims=3)
+    assert pixel_kl_loss(mask, mask, 1.0) == pytest.approx(0.0, abs=1e-6)
+    # Same pixel values, elsewhere: a distribution over channels could not tell, one over positions does.
+    assert pixel_kl_loss(mask, moved, 1.0) > 0.05
+
+
+def test_kl_place_selects_what_is_compared():
+    torch.manual_seed(1)
+    disc = ProjectionDiscriminator(3, 10, [16, 32, 64]).eval()  # eval: spectral norm's power step stays put
+    fake, real, y = torch.rand(4, 3, 32, 32) * 2 - 1, torch.rand(4, 3, 32, 32) * 2 - 1, torch.arange(4)
+    features, last, pixels = (generator_loss(LossWeights(kl_weight=1.0, kl_on=place), fake, real, disc(fake, y),
+                                             disc(real, y))[1]["kl"] for place in KL_PLACES)
+    teacher_features, student_features = disc(real, y)[1], disc(fake, y)[1]
+    assert features == pytest.approx(kl_loss(teacher_features, student_features, 4.0).item(), rel=1e-5)
+    assert last == pytest.approx(kl_loss(teacher_features[-1:], student_features[-1:], 4.0).item(), rel=1e-5)
+    assert pixels == pytest.approx(pixel_kl_loss(real, fake, 4.0).item(), rel=1e-5)
+    assert len({features.item(), last.item(), pixels.item()}) == 3
+
+
+def test_only_a_pixel_kl_leaves_the_discriminator_out():
+    pixel_only = {"adversarial_weight": 0.0, "feature_weight": 0.0}
+    assert not LossWeights(**pixel_only, kl_weight=1.0, kl_on="pixels").needs_discriminator
+    assert LossWeights(**pixel_only, kl_weight=1.0, kl_on="last_layer").needs_discriminator
+    assert not LossWeights(**pixel_only, kl_weight=0.0, kl_on="features").needs_discriminator
+    with pytest.raises(ValueError, match="kl_on 'logits'; allowed: features, last_layer, pixels"):
+        LossWeights(kl_on="logits")
+
+
+def student_gradient(kl_weight: float, kl_on: str = "features") -> list[torch.Tensor]:
     student = make_student("texture")
     torch.manual_seed(1)
     disc = ProjectionDiscriminator(3, 10, [16, 32, 64])
     z, y = torch.randn(8, 16), torch.arange(8)
     teacher_images = torch.rand(8, 3, 32, 32) * 2 - 1
     fake = student(z, y)
-    weights = LossWeights(kl_weight=kl_weight)
+    weights = LossWeights(kl_weight=kl_weight, kl_on=kl_on)
     loss, parts = generator_loss(weights, fake, teacher_images, disc(fake, y), disc(teacher_images, y))
     loss.backward()
     assert parts["kl"] > 0
     return [p.grad.clone() for p in student.parameters()]
 
 
-def test_kl_weight_changes_the_student_gradient():
+@pytest.mark.parametrize("kl_on", KL_PLACES)
+def test_kl_weight_changes_the_student_gradient(kl_on):
     # The seed code computed KL and never added it to the loss: its weight changed nothing. Here it must.
-    without, with_kl = student_gradient(0.0), student_gradient(0.5)
+    without, with_kl = student_gradient(0.0, kl_on), student_gradient(0.5, kl_on)
     assert any(not torch.allclose(a, b) for a, b in zip(without, with_kl))
     # ...and by exactly the gradient of the weighted KL term: the rest of the objective is unchanged.
-    doubled = student_gradient(1.0)
+    doubled = student_gradient(1.0, kl_on)
     for a, b, c in zip(without, with_kl, doubled):
         torch.testing.assert_close(c - a, 2 * (b - a), atol=1e-5, rtol=1e-3)
 
