@@ -7,6 +7,7 @@ before anything runs. Usage: `dvc exp run -n NAME $(python -m pipeline.profile N
 
 from __future__ import annotations
 
+import shlex
 import sys
 from pathlib import Path
 
@@ -59,10 +60,14 @@ def _flat(tree: dict, prefix: str = ""):
             yield f"{prefix}{key}", value
 
 
+def setting(key: str, value: object) -> str:
+    """`key=value` with the value in YAML flow style, so lists and strings read back as they were."""
+    return f"{key}={yaml.safe_dump(value, default_flow_style=True).strip().removesuffix('...').strip()}"
+
+
 def as_arguments(values: dict[str, object]) -> str:
-    """`-S key=value` pairs; values in YAML flow style, so lists and strings read back as they were."""
-    return " ".join(f"-S {key}={yaml.safe_dump(value, default_flow_style=True).strip().removesuffix('...').strip()}"
-                    for key, value in values.items())
+    """`-S key=value` pairs for a shell."""
+    return " ".join(f"-S {shlex.quote(setting(key, value))}" for key, value in values.items())
 
 
 def main() -> None:

@@ -1,0 +1,111 @@
+"""`python -m pipeline.studies`: queue the SKDCGN paper's studies as named DVC experiments (issue 6).
+
+    python -m pipeline.studies                                   # every study on the default (synthetic) teacher
+    python -m pipeline.studies --profile cgn-mnist double_colored -S evaluate.mnist_dir=../shared/data/mnist-test-half
+    python -m pipeline.studies --study kl --study masks --dry-run
+    dvc queue start -j 2                                         # then: python -m pipeline.report
+
+Each study is a list of variants: param overrides laid over the teacher's own params (its profile and `-S`).
+Variants equal across studies (every study's control is the teacher's own params) are queued once, as
+`<teacher>-baseline`; the others as `<teacher>-<variant>`. Experiments that change only compose params are queued
+last, so they restore the students of the baseline from the run-cache instead of training them again.
+Queued experiments run in a temporary copy of the repository without its git-ignored files, so paths given to
+them (teacher checkpoint, MNIST and texture folders) are made absolute here.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shlex
+import subprocess
+import sys
+from pathlib import Path
+
+import yaml
+
+from pipeline.params import ParamError, Params, parse, PARAMS_FILE
+from pipeline.profile import merged, nested, overrides, setting
+
+OBJECTIVE_OFF = {"loss.adversarial_weight": 0.0, "loss.feature_weight": 0.0, "loss.kl_weight": 0.0}
+FULL_OBJECTIVE = {"loss.adversarial_weight": 0.01, "loss.feature_weight": 1.0}
+# study -> variant -> overrides. A variant with no overrides is the control: the teacher's own params.
+STUDIES: dict[str, dict[str, dict[str, object]]] = {
+    "kl": {"kl-0": {"loss.kl_weight": 0.0}, "kl-0.5": {"loss.kl_weight": 0.5}, "kl-1": {"loss.kl_weight": 1.0}},
+    "kl_place": {place: {"loss.kl_weight": 1.0, "loss.kl_on": place.removeprefix("kl-")}
+                 for place in ("kl-features", "kl-last_layer", "kl-pixels")},
+    "pixel": {"l1": {"loss.pixel": "l1"}, "l2": {"loss.pixel": "l2"}},
+    "objective": {"pixel-only": OBJECTIVE_OFF, "full": {**FULL_OBJECTIVE, "loss.kl_weight": 0.0}},
+    "masks": {"none": {}, "noise": {"compose.mask_noise_std": 0.2}, "rotation": {"compose.mask_rotation": 30.0},
+              "transparency": {"compose.mask_transparency": 0.5}},
+    "denoise": {"speckled": {"compose.mask_denoise": False}, "denoised": {"compose.mask_denoise": True}},
+}
+PATH_KEYS = ("teacher.checkpoint", "evaluate.mnist_dir", "evaluate.textures_dir")
+
+
+def teacher_params(profile: list[str], settings: list[str], root: Path = Path(".")) -> tuple[str, dict]:
+    """(name, dotted overrides) of the teacher the studies run on: a profile's, then `-S key=value` pairs."""
+    name = "-".join(profile) if profile else "synthetic"
+    values = overrides(*profile, root=root) if profile else {}
+    for setting in settings:
+        key, sep, value = setting.partition("=")
+        if not sep:
+            raise ParamError(f"-S {setting!r}: expected key=value")
+        values[key] = yaml.safe_load(value)
+    return name, {key: _absolute(key, value, root) for key, value in values.items()}
+
+
+def _absolute(key: str, value: object, root: Path) -> object:
+    return str((root / value).resolve()) if key in PATH_KEYS and value else value
+
+
+def experiments(name: str, base: dict, studies: list[str], root: Path = Path(".")) -> dict[str, dict]:
+    """Experiment name -> its full dotted overrides, one per distinct variant, training runs first.
+
+    A variant whose overrides leave the teacher's params as they are is the baseline. Each variant's merged params
+    are checked against the schema, so a bad study fails here, before anything is queued."""
+    defaults = yaml.safe_load((root / PARAMS_FILE).read_text())
+    own = merged(defaults, nested(base))
+    queued: dict[str, tuple[int, dict]] = {f"{name}-baseline": (0, base)}
+    seen = [own]
+    for study in studies:
+        for variant, changes in STUDIES[study].items():
+            params = merged(own, nested(changes))
+            parse(Params, params)
+            if params not in seen:  # e.g. kl-1 and kl-features: one run
+                seen.append(params)
+                queued[f"{name}-{variant}"] = (1 + _compose_only(params, own), {**base, **changes})
+    return {label: values for label, (_, values) in sorted(queued.items(), key=lambda item: item[1][0])}
+
+
+def _compose_only(params: dict, own: dict) -> bool:
+    """Whether only compose params differ from the baseline's: the run restores the baseline's students."""
+    return all(params[group] == own[group] for group in own if group != "compose")
+
+
+def queue_commands(queued: dict[str, dict]) -> list[list[str]]:
+    return [["dvc", "exp", "run", "--queue", "-n", name,
+             *(part for key, value in values.items() for part in ("-S", setting(key, value)))]
+            for name, values in queued.items()]
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m pipeline.studies", description=__doc__.splitlines()[0])
+    parser.add_argument("--profile", nargs="+", default=[], metavar="NAME", help="profile and variant")
+    parser.add_argument("--study", action="append", choices=sorted(STUDIES), help="default: all of them")
+    parser.add_argument("-S", dest="settings", action="append", default=[], metavar="KEY=VALUE")
+    parser.add_argument("--dry-run", action="store_true", help="print the commands, queue nothing")
+    args = parser.parse_args(argv)
+    try:
+        name, base = teacher_params(args.profile, args.settings)
+        commands = queue_commands(experiments(name, base, args.study or list(STUDIES)))
+    except ParamError as error:
+        print(f"error: {error}", file=sys.stderr)
+        raise SystemExit(2) from None
+    for command in commands:
+        print(shlex.join(command), flush=True)
+        if not args.dry_run:
+            subprocess.run(command, check=True)
+
+
+if __name__ == "__main__":
+    main()
