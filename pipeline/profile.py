@@ -7,7 +7,6 @@ before anything runs. Usage: `dvc exp run -n NAME $(python -m pipeline.profile N
 
 from __future__ import annotations
 
-import shlex
 import sys
 from pathlib import Path
 
@@ -31,7 +30,7 @@ def overrides(name: str, variant: str | None = None, root: Path = Path(".")) -> 
         text = text.replace("{variant}", variant)
     profile = yaml.safe_load(text) or {}
     parse(Params, merged(yaml.safe_load((root / PARAMS_FILE).read_text()), profile))
-    return dict(_flat(profile))
+    return dict(flat(profile))
 
 
 def merged(base: dict, update: dict) -> dict:
@@ -52,10 +51,10 @@ def nested(dotted: dict[str, object]) -> dict:
     return tree
 
 
-def _flat(tree: dict, prefix: str = ""):
+def flat(tree: dict, prefix: str = ""):
     for key, value in tree.items():
         if isinstance(value, dict):
-            yield from _flat(value, f"{prefix}{key}.")
+            yield from flat(value, f"{prefix}{key}.")
         else:
             yield f"{prefix}{key}", value
 
@@ -66,8 +65,8 @@ def setting(key: str, value: object) -> str:
 
 
 def as_arguments(values: dict[str, object]) -> str:
-    """`-S key=value` pairs for a shell."""
-    return " ".join(f"-S {shlex.quote(setting(key, value))}" for key, value in values.items())
+    """`-S key=value` pairs, unquoted: `$(python -m pipeline.profile ...)` splits words without reading quotes."""
+    return " ".join(f"-S {setting(key, value)}" for key, value in values.items())
 
 
 def main() -> None:

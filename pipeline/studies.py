@@ -46,10 +46,10 @@ def teacher_params(profile: list[str], settings: list[str], root: Path = Path(".
     """(name, dotted overrides) of the teacher the studies run on: a profile's, then `-S key=value` pairs."""
     name = "-".join(profile) if profile else "synthetic"
     values = overrides(*profile, root=root) if profile else {}
-    for setting in settings:
-        key, sep, value = setting.partition("=")
+    for pair in settings:
+        key, sep, value = pair.partition("=")
         if not sep:
-            raise ParamError(f"-S {setting!r}: expected key=value")
+            raise ParamError(f"-S {pair!r}: expected key=value")
         values[key] = yaml.safe_load(value)
     return name, {key: _absolute(key, value, root) for key, value in values.items()}
 
@@ -73,11 +73,11 @@ def experiments(name: str, base: dict, studies: list[str], root: Path = Path("."
             parse(Params, params)
             if params not in seen:  # e.g. kl-1 and kl-features: one run
                 seen.append(params)
-                queued[f"{name}-{variant}"] = (1 + _compose_only(params, own), {**base, **changes})
+                queued[f"{name}-{variant}"] = (1 + compose_only(params, own), {**base, **changes})
     return {label: values for label, (_, values) in sorted(queued.items(), key=lambda item: item[1][0])}
 
 
-def _compose_only(params: dict, own: dict) -> bool:
+def compose_only(params: dict, own: dict) -> bool:
     """Whether only compose params differ from the baseline's: the run restores the baseline's students."""
     return all(params[group] == own[group] for group in own if group != "compose")
 

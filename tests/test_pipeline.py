@@ -220,6 +220,19 @@ def test_denoising_and_counterfactuals_per_shape_change_teacher_and_students_ali
     assert stages_run(back) == set()
 
 
+def test_report_turns_named_experiments_into_tables_and_figures(repo):
+    dvc(repo, "exp", "run", "-n", "synthetic-baseline")
+    dvc(repo, "exp", "run", "-n", "synthetic-rotation", "-S", "compose.mask_rotation=30.0")
+    dvc(repo, "exp", "run", "-S", "compose.mask_rotation=0.0")  # the workspace back as it was
+    run(repo, sys.executable, "-m", "pipeline.report", "--teacher", "synthetic")
+    report = (repo / "results/report.md").read_text()
+    realism = json.loads((repo / "data/evaluate/metrics.json").read_text())["real_vs_counterfactual"]
+    assert f"| none | `(baseline)` | {realism['train_accuracy']:.3f} | {realism['test_accuracy']:.3f} |" in report
+    assert "| rotation | `compose.mask_rotation=30.0` |" in report and "99.1 / 13.51" in report
+    assert "dvc exp run -n synthetic-rotation -S compose.mask_rotation=30.0" in report
+    assert {p.name for p in (repo / "results/figures").iterdir()} == {"synthetic-curves.png", "synthetic-masks.png"}
+
+
 def test_kl_weight_experiment_reruns_only_what_depends_on_it(repo):
     changed = stages_run(dvc(repo, "exp", "run", "-S", "loss.kl_weight=0.5"))
     assert changed == {"distill@shape", "distill@texture", "distill@background", "compose", "evaluate"}

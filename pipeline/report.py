@@ -1,0 +1,294 @@
+"""`python -m pipeline.report`: the studies' experiments (pipeline.studies) as results/report.md, with figures.
+
+    python -m pipeline.report                       # every teacher that has a `<teacher>-baseline` experiment
+    python -m pipeline.report --teacher synthetic   # one of them
+
+Reads `dvc exp show --json -A` (metrics and params of every experiment) and, through dvc.api, each run's
+fidelity curves and counterfactual grid from the DVC cache. A study's variant is found by its params, not its
+name: the run whose params are the baseline's with the variant's overrides laid over them. The report is plain
+Markdown and PNG, so it reads on GitHub without DVC.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import dvc.api
+import matplotlib
+import yaml
+
+matplotlib.use("Agg")  # files only: no display on a CI machine or a GPU node
+import matplotlib.pyplot as plt  # noqa: E402
+from PIL import Image  # noqa: E402
+
+from pipeline.profile import flat, merged, nested, setting  # noqa: E402
+from pipeline.studies import STUDIES, compose_only  # noqa: E402
+from skdcgn import IMS  # noqa: E402
+from skdcgn.metrics import HEADLINE, steps_to_reach  # noqa: E402
+
+RESULTS = Path("results")
+LOSS_STUDIES = ("kl", "kl_place", "pixel", "objective")
+MASK_STUDY, DENOISE_STUDY = "masks", "denoise"
+# SKDCGN paper, Table 1: real-vs-counterfactual classifier, train / test accuracy in %.
+PAPER_TABLE1 = {"noise": (99.9, 14.96), "rotation": (99.1, 13.51), "transparency": (94.7, 58.86)}
+UNITS = {"mask_iou": "IoU", "psnr": "PSNR dB"}
+DIGITS = {"mask_iou": 3, "psnr": 2}
+
+
+@dataclass(frozen=True)
+class Run:
+    name: str
+    rev: str
+    params: dict
+    metrics: dict  # metrics file -> its (nested) values
+
+    def student(self, im: str) -> dict:
+        return self.metrics.get(f"data/students/{im}/live/metrics.json", {})
+
+    def final(self, im: str) -> float | None:
+        return self.student(im).get("heldout", {}).get(HEADLINE[im])
+
+    @property
+    def evaluate(self) -> dict:
+        return self.metrics.get("data/evaluate/metrics.json", {})
+
+    @property
+    def reference(self) -> dict:
+        return self.metrics.get("data/reference/metrics.json", {})
+
+
+def parse_experiments(shown: list[dict]) -> dict[str, Run]:
+    """Name -> Run from `dvc exp show --json` output; a name queued again keeps its newest finished run."""
+    runs: dict[str, tuple[str, Run]] = {}
+    for commit in shown:
+        for experiment in commit.get("experiments") or []:
+            for rev in experiment.get("revs") or []:
+                data = rev.get("data") or {}
+                if not rev.get("name") or rev.get("error") or not data.get("metrics"):
+                    continue
+                run = Run(rev["name"], rev["rev"], data["params"]["params.yaml"]["data"],
+                          {path: value.get("data", {}) for path, value in data["metrics"].items()})
+                stamp = data.get("timestamp") or ""
+                if rev["name"] not in runs or stamp > runs[rev["name"]][0]:
+                    runs[rev["name"]] = (stamp, run)
+    return {name: run for name, (_, run) in runs.items()}
+
+
+def show_experiments() -> dict[str, Run]:
+    result = subprocess.run(["dvc", "exp", "show", "--json", "-A"], capture_output=True, text=True)
+    if result.returncode:
+        raise SystemExit(f"error: dvc exp show failed: {result.stderr.strip().splitlines()[-1:]}")
+    return parse_experiments(json.loads(result.stdout))
+
+
+def variants(runs: dict[str, Run], teacher: str, study: str) -> dict[str, Run]:
+    """Variant -> the run of `teacher` with that variant's params; variants never run are left out."""
+    baseline = runs[f"{teacher}-baseline"]
+    own = [run for name, run in runs.items() if name.startswith(f"{teacher}-")]
+    found = {}
+    for variant, changes in STUDIES[study].items():
+        wanted = merged(baseline.params, nested(changes))
+        match = next((run for run in own if run.params == wanted), None)
+        if match:
+            found[variant] = match
+    return found
+
+
+def curve(run: Run, im: str, read=dvc.api.read) -> list[tuple[int, float]]:
+    """(step, headline fidelity) of a run's student, from its DVCLive TSV in the DVC cache."""
+    text = read(f"data/students/{im}/live/plots/metrics/heldout/{HEADLINE[im]}.tsv", rev=run.rev)
+    rows = [line.split("\t") for line in text.strip().splitlines()[1:]]
+    return [(int(step), float(value)) for step, value in rows]
+
+
+def steps_to_common(variant: list[tuple[int, float]], control: list[tuple[int, float]]) -> tuple[int, int]:
+    """Steps each run needs to reach the lower of their two final values: a target both reached, so "converges
+    faster" compares like with like."""
+    target = min(variant[-1][1], control[-1][1])
+    return steps_to_reach(variant, target), steps_to_reach(control, target)
+
+
+def _number(value: float | None, digits: int = 3) -> str:
+    return "n/a" if value is None else f"{value:,.{digits}f}"
+
+
+def _changes(study: str, variant: str) -> str:
+    return ", ".join(setting(k, v) for k, v in STUDIES[study][variant].items()) or "(baseline)"
+
+
+def loss_tables(runs: dict[str, Run], teacher: str, curves: dict) -> list[str]:
+    """Final fidelity per student (steps to 95 % of its gain) and steps to a common target against the
+    baseline, one row per loss variant."""
+    baseline = runs[f"{teacher}-baseline"]
+    rows = [("baseline", "(the teacher's own params)", baseline)]
+    seen = {baseline.rev}
+    for study in LOSS_STUDIES:
+        for variant, run in variants(runs, teacher, study).items():
+            if run.rev not in seen:
+                seen.add(run.rev)
+                rows.append((variant, _changes(study, variant), run))
+    head = [f"{im} {UNITS[HEADLINE[im]]} (steps to 95 %)" for im in IMS]
+    lines = ["| variant | overrides | " + " | ".join(head) + " | OOD accuracy | student / teacher |",
+             "|---" * (len(head) + 4) + "|"]
+    for variant, changes, run in rows:
+        cells = [f"{_number(run.final(im), DIGITS[HEADLINE[im]])} ({run.student(im).get('steps_to_95pct_gain', 'n/a')})"
+                 for im in IMS]
+        accuracy = run.evaluate.get("student", {}).get("accuracy")
+        lines.append(f"| {variant} | `{changes}` | " + " | ".join(cells)
+                     + f" | {_number(accuracy)} | {_number(run.evaluate.get('student_over_teacher'))} |")
+    lines += ["", "Steps to the lower of the two final values, variant / baseline (fewer = converges faster):", "",
+              "| variant | " + " | ".join(IMS) + " |", "|---" * (len(IMS) + 1) + "|"]
+    for variant, _, run in rows[1:]:
+        cells = ["{} / {}".format(*steps_to_common(curves[run.rev][im], curves[baseline.rev][im])) for im in IMS]
+        lines.append(f"| {variant} | " + " | ".join(cells) + " |")
+    return lines
+
+
+def verdicts(runs: dict[str, Run], teacher: str, curves: dict) -> list[str]:
+    """The paper's two loss claims, judged on the headline fidelity of each student."""
+    baseline, lines = runs[f"{teacher}-baseline"], []
+    kl = variants(runs, teacher, "kl").get("kl-1")
+    if kl and kl.rev != baseline.rev:
+        control = variants(runs, teacher, "kl").get("kl-0", baseline)
+        faster = [im for im in IMS if _faster(curves[kl.rev][im], curves[control.rev][im])]
+        lines.append(f"- *KL helps the students converge*: with kl_weight 1 (on features) {len(faster)} of 3 students "
+                     f"reach the common target in fewer steps ({', '.join(faster) or 'none'}): "
+                     f"{'held' if len(faster) >= 2 else 'not held'}.")
+    pixel = variants(runs, teacher, "pixel")
+    if {"l1", "l2"} <= set(pixel):
+        worse = [im for im in IMS if pixel["l2"].final(im) < pixel["l1"].final(im)]
+        lines.append(f"- *L2 is worse than L1*: L2 ends lower on {len(worse)} of 3 students "
+                     f"({', '.join(worse) or 'none'}): {'held' if len(worse) >= 2 else 'not held'}.")
+    return lines
+
+
+def _faster(variant: list[tuple[int, float]], control: list[tuple[int, float]]) -> bool:
+    ours, theirs = steps_to_common(variant, control)
+    return ours < theirs
+
+
+def mask_table(runs: dict[str, Run], teacher: str) -> list[str]:
+    """Table 1 of the SKDCGN paper, with the invariant classifier's OOD accuracy beside it."""
+    lines = ["| mask change | overrides | real vs CF train | real vs CF test | paper train / test (%) "
+             "| OOD accuracy | same-colour accuracy |", "|---" * 7 + "|"]
+    for variant, run in variants(runs, teacher, MASK_STUDY).items():
+        realism, student = run.evaluate.get("real_vs_counterfactual", {}), run.evaluate.get("student", {})
+        paper = " / ".join(map(str, PAPER_TABLE1[variant])) if variant in PAPER_TABLE1 else ""
+        lines.append(f"| {variant} | `{_changes(MASK_STUDY, variant)}` | {_number(realism.get('train_accuracy'))} "
+                     f"| {_number(realism.get('test_accuracy'))} | {paper} | {_number(student.get('accuracy'))} "
+                     f"| {_number(student.get('accuracy_same_colour'))} |")
+    return lines
+
+
+def denoise_table(runs: dict[str, Run], teacher: str) -> list[str]:
+    lines = ["| masks | teacher CFs: OOD accuracy | student CFs: OOD accuracy | student / teacher |",
+             "|---" * 4 + "|"]
+    for variant, run in variants(runs, teacher, DENOISE_STUDY).items():
+        lines.append(f"| {variant} | {_number(run.reference.get('teacher', {}).get('accuracy'))} "
+                     f"| {_number(run.evaluate.get('student', {}).get('accuracy'))} "
+                     f"| {_number(run.evaluate.get('student_over_teacher'))} |")
+    return lines
+
+
+def plot_curves(path: Path, named_curves: dict[str, dict[str, list]]) -> None:
+    """One panel per student: headline fidelity against steps, a line per variant."""
+    figure, axes = plt.subplots(1, len(IMS), figsize=(5 * len(IMS), 3.6))
+    for axis, im in zip(axes, IMS):
+        for name, curves in named_curves.items():
+            steps, values = zip(*curves[im])
+            axis.plot(steps, values, label=name, linewidth=1.2)
+        axis.set(title=im, xlabel="step", ylabel=UNITS[HEADLINE[im]])
+        axis.grid(alpha=0.3)
+    axes[0].legend(fontsize=7)
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
+
+
+def plot_grids(path: Path, grids: dict[str, bytes]) -> None:
+    """The counterfactual grids of the mask variants side by side."""
+    figure, axes = plt.subplots(1, len(grids), figsize=(3.2 * len(grids), 3.4))
+    for axis, (name, png) in zip(axes if len(grids) > 1 else [axes], grids.items()):
+        axis.imshow(Image.open(io.BytesIO(png)))
+        axis.set_title(name)
+        axis.axis("off")
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
+
+
+def commands(runs: dict[str, Run], teacher: str, defaults: dict) -> list[str]:
+    """The `dvc exp run` line of each of the teacher's runs, from its params against params.yaml's."""
+    base = dict(flat(defaults))
+    lines = []
+    for name, run in sorted(runs.items()):
+        if name.startswith(f"{teacher}-"):
+            changed = [setting(k, v) for k, v in flat(run.params) if base.get(k) != v]
+            lines.append(f"dvc exp run -n {name} " + " ".join(f"-S {c}" for c in changed))
+    return lines
+
+
+def teacher_section(runs: dict[str, Run], teacher: str, out: Path, defaults: dict, read=dvc.api.read) -> list[str]:
+    own = {name: run for name, run in runs.items() if name.startswith(f"{teacher}-")}
+    curves = {run.rev: {im: curve(run, im, read) for im in IMS} for run in own.values()}
+    baseline = runs[f"{teacher}-baseline"]
+    named = {name.removeprefix(f"{teacher}-"): curves[run.rev] for name, run in own.items()
+             if run is baseline or not compose_only(run.params, baseline.params)}
+    figures = out / "figures"
+    figures.mkdir(parents=True, exist_ok=True)
+    plot_curves(figures / f"{teacher}-curves.png", named)
+    masks = variants(runs, teacher, MASK_STUDY)
+    plot_grids(figures / f"{teacher}-masks.png",
+               {variant: read("data/counterfactuals/grid.png", rev=run.rev, mode="rb") for variant, run in masks.items()})
+    return [f"## Teacher: {teacher}", "",
+            "### Loss ablations: fidelity of each student on 500 held-out teacher samples", "",
+            *loss_tables(runs, teacher, curves), "", *verdicts(runs, teacher, curves), "",
+            f"![fidelity against steps]({figures.name}/{teacher}-curves.png)", "",
+            "### Shape mechanism: masks changed at composition (SKDCGN Table 1)", "",
+            "Real = the OOD test images (random colours); counterfactuals = the students'. The invariant "
+            "classifier is trained on the changed counterfactuals and tested on the OOD set.", "",
+            *mask_table(runs, teacher), "", f"![counterfactuals per mask change]({figures.name}/{teacher}-masks.png)",
+            "", "### Mask denoising (3x3 median) of teacher and student counterfactuals", "",
+            *denoise_table(runs, teacher), "", "Commands of these runs:", "", "```",
+            *commands(runs, teacher, defaults), "```", ""]
+
+
+def write_report(runs: dict[str, Run], teachers: list[str], out: Path, defaults: dict, read=dvc.api.read) -> Path:
+    missing = [t for t in teachers if f"{t}-baseline" not in runs]
+    if missing:
+        raise SystemExit(f"error: no experiment {missing[0]}-baseline; queue the studies first "
+                         f"(python -m pipeline.studies) or pick one of: {', '.join(baselines(runs)) or 'none'}")
+    lines = ["# SKDCGN studies", "", "Generated by `python -m pipeline.report` from the DVC experiments queued by "
+             "`python -m pipeline.studies` (README: Studies). Fidelity: mask IoU for shape, PSNR for texture and "
+             "background; steps to 95 %: the first evaluation (every `train.eval_every` steps) at which a student "
+             "had won 95 % of its final gain over the class-mean baseline.", ""]
+    for teacher in teachers:
+        lines += teacher_section(runs, teacher, out, defaults, read)
+    path = out / "report.md"
+    path.write_text("\n".join(lines))
+    return path
+
+
+def baselines(runs: dict[str, Run]) -> list[str]:
+    return sorted(name.removesuffix("-baseline") for name in runs if name.endswith("-baseline"))
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m pipeline.report", description=__doc__.splitlines()[0])
+    parser.add_argument("--teacher", action="append", help="experiment name prefix (default: every baseline)")
+    parser.add_argument("--out", type=Path, default=RESULTS)
+    args = parser.parse_args(argv)
+    runs = show_experiments()
+    defaults = yaml.safe_load(Path("params.yaml").read_text())
+    path = write_report(runs, args.teacher or baselines(runs), args.out, defaults)
+    print(f"wrote {path}", file=sys.stderr)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,111 @@
+"""The studies' queue and report: variants found by their params, tables and verdicts from the metrics."""
+
+import io
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+from PIL import Image
+
+from pipeline.profile import merged, nested
+from pipeline.report import Run, parse_experiments, steps_to_common, variants, write_report
+from pipeline.studies import experiments, teacher_params
+
+ROOT = Path(__file__).resolve().parents[1]
+DEFAULTS = yaml.safe_load((ROOT / "params.yaml").read_text())
+SHAPE_STEPS = (100, 200, 300)
+
+
+def fake_run(name: str, changes: dict, finals: dict[str, float], speed: float = 1.0) -> tuple[Run, dict]:
+    """A run with `changes` over the defaults, its students ending at `finals`; `speed` > 1 gets there sooner."""
+    metrics = {f"data/students/{im}/live/metrics.json": {"heldout": {key: value}, "steps_to_95pct_gain": 200}
+               for im, key, value in (("shape", "mask_iou", finals["shape"]), ("texture", "psnr", finals["texture"]),
+                                      ("background", "psnr", finals["background"]))}
+    metrics["data/evaluate/metrics.json"] = {"student": {"accuracy": 0.9, "accuracy_same_colour": 0.2},
+                                             "student_over_teacher": 1.0,
+                                             "real_vs_counterfactual": {"train_accuracy": 0.6, "test_accuracy": 0.55}}
+    metrics["data/reference/metrics.json"] = {"teacher": {"accuracy": 0.9}}
+    run = Run(name, f"rev-{name}", merged(DEFAULTS, nested(changes)), metrics)
+    curves = {}
+    for im, final in finals.items():
+        # Rises linearly to its final value, reached at step 300 / speed.
+        curves[im] = "step\tvalue\n" + "".join(f"{s}\t{final * min(1.0, s * speed / 300)}\n" for s in SHAPE_STEPS)
+    return run, curves
+
+
+@pytest.fixture
+def study_runs():
+    specs = {
+        "synthetic-baseline": ({}, {"shape": 0.80, "texture": 36.0, "background": 49.0}, 1.0),
+        "synthetic-kl-1": ({"loss.kl_weight": 1.0}, {"shape": 0.82, "texture": 36.5, "background": 48.0}, 1.5),
+        "synthetic-l2": ({"loss.pixel": "l2"}, {"shape": 0.75, "texture": 35.0, "background": 50.0}, 1.0),
+        "synthetic-noise": ({"compose.mask_noise_std": 0.2}, {"shape": 0.80, "texture": 36.0, "background": 49.0}, 1.0),
+    }
+    runs, files = {}, {}
+    for name, (changes, finals, speed) in specs.items():
+        runs[name], curves = fake_run(name, changes, finals, speed)
+        for im, text in curves.items():
+            files[(f"data/students/{im}/live/plots/metrics/heldout/"
+                   f"{'mask_iou' if im == 'shape' else 'psnr'}.tsv", runs[name].rev)] = text
+        png = io.BytesIO()
+        Image.new("RGB", (8, 8), (200, 0, 0)).save(png, format="PNG")
+        files[("data/counterfactuals/grid.png", runs[name].rev)] = png.getvalue()
+    return runs, lambda path, rev, mode="r": files[(path, rev)]
+
+
+def test_variants_are_found_by_their_params_not_their_names(study_runs):
+    runs, _ = study_runs
+    renamed = {("synthetic-something" if name == "synthetic-kl-1" else name): run for name, run in runs.items()}
+    found = variants(renamed, "synthetic", "kl")
+    assert found["kl-1"].rev == "rev-synthetic-kl-1" and found["kl-0"].rev == "rev-synthetic-baseline"
+    assert "kl-0.5" not in found  # never run: left out, not invented
+
+
+def test_report_gives_tables_verdicts_and_figures(study_runs, tmp_path):
+    runs, read = study_runs
+    path = write_report(runs, ["synthetic"], tmp_path, DEFAULTS, read)
+    text = path.read_text()
+    assert "| kl-1 | `loss.kl_weight=1.0` | 0.820 (200) | 36.50 (200) | 48.00 (200) |" in text
+    # kl-1 reaches the common target sooner on all three students; L2 ends lower on shape and texture only.
+    assert "3 of 3 students reach the common target in fewer steps" in text and ": held." in text
+    assert "L2 ends lower on 2 of 3 students (shape, texture): held." in text
+    assert "| noise | `compose.mask_noise_std=0.2` | 0.600 | 0.550 | 99.9 / 14.96 |" in text
+    assert "dvc exp run -n synthetic-l2 -S loss.pixel=l2" in text
+    for figure in ("synthetic-curves.png", "synthetic-masks.png"):
+        assert Image.open(tmp_path / "figures" / figure).size[0] > 300
+
+
+def test_a_teacher_without_baseline_is_refused_in_one_line(study_runs, tmp_path):
+    runs, read = study_runs
+    with pytest.raises(SystemExit, match="no experiment cgn-baseline; .* pick one of: synthetic"):
+        write_report(runs, ["cgn"], tmp_path, DEFAULTS, read)
+    assert not (tmp_path / "report.md").exists()
+
+
+def test_steps_to_common_uses_a_target_both_reached():
+    fast, slow = [(100, 0.5), (200, 0.9)], [(100, 0.3), (200, 0.6), (300, 0.8)]
+    assert steps_to_common(fast, slow) == (200, 300)  # target 0.8: the lower final
+
+
+def test_experiments_are_parsed_from_dvc_exp_show_json():
+    def rev(name, stamp, metrics=True, error=None):
+        data = {"timestamp": stamp, "params": {"params.yaml": {"data": {"seed": 0}}},
+                "metrics": {"m.json": {"data": {"a": 1 if stamp < "2" else 2}}} if metrics else {}}
+        return {"rev": f"sha-{name}-{stamp}", "name": name, "data": data, "error": error}
+
+    shown = [{"rev": "workspace", "experiments": None},
+             {"rev": "c1", "experiments": [{"revs": [rev("x", "1")]}, {"revs": [rev("x", "2")]},
+                                            {"revs": [rev("queued", "3", metrics=False)]},
+                                            {"revs": [rev("failed", "3", error={"msg": "boom"})]}]}]
+    runs = parse_experiments(json.loads(json.dumps(shown)))
+    assert set(runs) == {"x"} and runs["x"].metrics == {"m.json": {"a": 2}} and runs["x"].rev == "sha-x-2"
+
+
+def test_studies_queue_one_run_per_distinct_variant_baseline_first_compose_last():
+    name, base = teacher_params([], ["teacher.checkpoint=teachers/t.pth"], ROOT)
+    assert name == "synthetic" and Path(base["teacher.checkpoint"]).is_absolute()
+    queued = list(experiments(name, {}, ["kl", "kl_place", "masks"], ROOT))
+    assert queued[0] == "synthetic-baseline"
+    assert "synthetic-kl-features" not in queued  # the same params as kl-1
+    assert queued[-3:] == ["synthetic-noise", "synthetic-rotation", "synthetic-transparency"]
