@@ -64,10 +64,13 @@ class Run:
 
 
 def parse_experiments(shown: list[dict]) -> dict[str, Run]:
-    """Name -> Run from `dvc exp show --json` output; a name queued again keeps its newest finished run."""
+    """Name -> Run from `dvc exp show --json` output; a name queued again keeps its newest finished run. Queued,
+    running and failed runs are left out: a running one shows the metrics of whatever stage it has reached."""
     runs: dict[str, tuple[str, Run]] = {}
     for commit in shown:
         for experiment in commit.get("experiments") or []:
+            if (experiment.get("executor") or {}).get("state") not in (None, "success"):
+                continue
             for rev in experiment.get("revs") or []:
                 data = rev.get("data") or {}
                 if not rev.get("name") or rev.get("error") or not data.get("metrics"):
@@ -213,8 +216,8 @@ def plot_curves(path: Path, named_curves: dict[str, dict[str, list]]) -> None:
 
 def plot_grids(path: Path, grids: dict[str, bytes]) -> None:
     """The counterfactual grids of the mask variants side by side."""
-    figure, axes = plt.subplots(1, len(grids), figsize=(3.2 * len(grids), 3.4))
-    for axis, (name, png) in zip(axes if len(grids) > 1 else [axes], grids.items()):
+    figure, axes = plt.subplots(1, len(grids), figsize=(3.2 * len(grids), 3.4), squeeze=False)
+    for axis, (name, png) in zip(axes[0], grids.items()):
         axis.imshow(Image.open(io.BytesIO(png)))
         axis.set_title(name)
         axis.axis("off")

@@ -2,6 +2,8 @@
 
 import io
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -95,8 +97,10 @@ def test_experiments_are_parsed_from_dvc_exp_show_json():
         return {"rev": f"sha-{name}-{stamp}", "name": name, "data": data, "error": error}
 
     shown = [{"rev": "workspace", "experiments": None},
-             {"rev": "c1", "experiments": [{"revs": [rev("x", "1")]}, {"revs": [rev("x", "2")]},
+             {"rev": "c1", "experiments": [{"revs": [rev("x", "1")]},
+                                            {"revs": [rev("x", "2")], "executor": {"state": "success"}},
                                             {"revs": [rev("queued", "3", metrics=False)]},
+                                            {"revs": [rev("running", "3")], "executor": {"state": "running"}},
                                             {"revs": [rev("failed", "3", error={"msg": "boom"})]}]}]
     runs = parse_experiments(json.loads(json.dumps(shown)))
     assert set(runs) == {"x"} and runs["x"].metrics == {"m.json": {"a": 2}} and runs["x"].rev == "sha-x-2"
@@ -109,3 +113,10 @@ def test_studies_queue_one_run_per_distinct_variant_baseline_first_compose_last(
     assert queued[0] == "synthetic-baseline"
     assert "synthetic-kl-features" not in queued  # the same params as kl-1
     assert queued[-3:] == ["synthetic-noise", "synthetic-rotation", "synthetic-transparency"]
+
+
+def test_a_bad_study_setting_fails_in_one_line_before_anything_is_queued():
+    result = subprocess.run([sys.executable, "-m", "pipeline.studies", "--dry-run", "-S", "loss.kl_on=nowhere"], cwd=ROOT,
+                            capture_output=True, text=True)
+    assert result.returncode == 2 and result.stdout == ""
+    assert result.stderr == "error: loss.kl_on: 'nowhere' is not allowed; allowed: features, last_layer, pixels\n"
