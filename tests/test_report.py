@@ -116,7 +116,7 @@ def test_studies_queue_one_run_per_distinct_variant_baseline_first_compose_last(
 
 
 def test_a_bad_study_setting_fails_in_one_line_before_anything_is_queued():
-    result = subprocess.run([sys.executable, "-m", "pipeline.studies", "--dry-run", "-S", "loss.kl_on=nowhere"], cwd=ROOT,
-                            capture_output=True, text=True)
+    command = [sys.executable, "-m", "pipeline.studies", "--dry-run", "-S", "loss.kl_on=nowhere"]
+    result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True)
     assert result.returncode == 2 and result.stdout == ""
     assert result.stderr == "error: loss.kl_on: 'nowhere' is not allowed; allowed: features, last_layer, pixels\n"
