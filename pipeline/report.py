@@ -247,8 +247,8 @@ def teacher_section(runs: dict[str, Run], teacher: str, out: Path, defaults: dic
     figures.mkdir(parents=True, exist_ok=True)
     plot_curves(figures / f"{teacher}-curves.png", named)
     masks = variants(runs, teacher, MASK_STUDY)
-    plot_grids(figures / f"{teacher}-masks.png",
-               {variant: read("data/counterfactuals/grid.png", rev=run.rev, mode="rb") for variant, run in masks.items()})
+    grids = {variant: read("data/counterfactuals/grid.png", rev=run.rev, mode="rb") for variant, run in masks.items()}
+    plot_grids(figures / f"{teacher}-masks.png", grids)
     return [f"## Teacher: {teacher}", "",
             "### Loss ablations: fidelity of each student on 500 held-out teacher samples", "",
             *loss_tables(runs, teacher, curves), "", *verdicts(runs, teacher, curves), "",
