@@ -28,7 +28,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 from PIL import Image  # noqa: E402
 
 from pipeline.profile import flat, merged, nested, setting  # noqa: E402
-from pipeline.studies import STUDIES, compose_only  # noqa: E402
+from pipeline.studies import STUDIES  # noqa: E402
 from skdcgn import IMS  # noqa: E402
 from skdcgn.metrics import HEADLINE, steps_to_reach  # noqa: E402
 
@@ -47,6 +47,7 @@ class Run:
     rev: str
     params: dict
     metrics: dict  # metrics file -> its (nested) values
+    created: str = ""  # ISO timestamp: the newest run wins where several match
 
     def student(self, im: str) -> dict:
         return self.metrics.get(f"data/students/{im}/live/metrics.json", {})
@@ -66,7 +67,7 @@ class Run:
 def parse_experiments(shown: list[dict]) -> dict[str, Run]:
     """Name -> Run from `dvc exp show --json` output; a name queued again keeps its newest finished run. Queued,
     running and failed runs are left out: a running one shows the metrics of whatever stage it has reached."""
-    runs: dict[str, tuple[str, Run]] = {}
+    runs: dict[str, Run] = {}
     for commit in shown:
         for experiment in commit.get("experiments") or []:
             if (experiment.get("executor") or {}).get("state") not in (None, "success"):
@@ -76,11 +77,11 @@ def parse_experiments(shown: list[dict]) -> dict[str, Run]:
                 if not rev.get("name") or rev.get("error") or not data.get("metrics"):
                     continue
                 run = Run(rev["name"], rev["rev"], data["params"]["params.yaml"]["data"],
-                          {path: value.get("data", {}) for path, value in data["metrics"].items()})
-                stamp = data.get("timestamp") or ""
-                if rev["name"] not in runs or stamp > runs[rev["name"]][0]:
-                    runs[rev["name"]] = (stamp, run)
-    return {name: run for name, (_, run) in runs.items()}
+                          {path: value.get("data", {}) for path, value in data["metrics"].items()},
+                          data.get("timestamp") or "")
+                if rev["name"] not in runs or run.created > runs[rev["name"]].created:
+                    runs[rev["name"]] = run
+    return runs
 
 
 def show_experiments() -> dict[str, Run]:
@@ -91,16 +92,29 @@ def show_experiments() -> dict[str, Run]:
 
 
 def variants(runs: dict[str, Run], teacher: str, study: str) -> dict[str, Run]:
-    """Variant -> the run of `teacher` with that variant's params; variants never run are left out."""
+    """Variant -> the newest run of `teacher` with that variant's params; variants never run are left out."""
     baseline = runs[f"{teacher}-baseline"]
-    own = [run for name, run in runs.items() if name.startswith(f"{teacher}-")]
+    own = sorted((run for name, run in runs.items() if name.startswith(f"{teacher}-")),
+                 key=lambda run: run.created, reverse=True)
     found = {}
     for variant, changes in STUDIES[study].items():
         wanted = merged(baseline.params, nested(changes))
-        match = next((run for run in own if run.params == wanted), None)
+        match = baseline if wanted == baseline.params else next((r for r in own if r.params == wanted), None)
         if match:
             found[variant] = match
     return found
+
+
+def study_runs(runs: dict[str, Run], teacher: str, studies=tuple(STUDIES)) -> dict[str, tuple[str, Run]]:
+    """Label -> (study, run) of every distinct run the report shows for `teacher`, the baseline first."""
+    shown = {"baseline": ("", runs[f"{teacher}-baseline"])}
+    revs = {runs[f"{teacher}-baseline"].rev}
+    for study in studies:
+        for variant, run in variants(runs, teacher, study).items():
+            if run.rev not in revs:
+                revs.add(run.rev)
+                shown[variant] = (study, run)
+    return shown
 
 
 def curve(run: Run, im: str, read=dvc.api.read) -> list[tuple[int, float]]:
@@ -129,13 +143,8 @@ def loss_tables(runs: dict[str, Run], teacher: str, curves: dict) -> list[str]:
     """Final fidelity per student (steps to 95 % of its gain) and steps to a common target against the
     baseline, one row per loss variant."""
     baseline = runs[f"{teacher}-baseline"]
-    rows = [("baseline", "(the teacher's own params)", baseline)]
-    seen = {baseline.rev}
-    for study in LOSS_STUDIES:
-        for variant, run in variants(runs, teacher, study).items():
-            if run.rev not in seen:
-                seen.add(run.rev)
-                rows.append((variant, _changes(study, variant), run))
+    rows = [(variant, _changes(study, variant) if study else "(the teacher's own params)", run)
+            for variant, (study, run) in study_runs(runs, teacher, LOSS_STUDIES).items()]
     head = [f"{im} {UNITS[HEADLINE[im]]} (steps to 95 %)" for im in IMS]
     lines = ["| variant | overrides | " + " | ".join(head) + " | OOD accuracy | student / teacher |",
              "|---" * (len(head) + 4) + "|"]
@@ -227,22 +236,19 @@ def plot_grids(path: Path, grids: dict[str, bytes]) -> None:
 
 
 def commands(runs: dict[str, Run], teacher: str, defaults: dict) -> list[str]:
-    """The `dvc exp run` line of each of the teacher's runs, from its params against params.yaml's."""
+    """The `dvc exp run` line of each run in the report, from its params against params.yaml's."""
     base = dict(flat(defaults))
     lines = []
-    for name, run in sorted(runs.items()):
-        if name.startswith(f"{teacher}-"):
-            changed = [setting(k, v) for k, v in flat(run.params) if base.get(k) != v]
-            lines.append(f"dvc exp run -n {name} " + " ".join(f"-S {c}" for c in changed))
+    for _, run in study_runs(runs, teacher).values():
+        changed = [setting(k, v) for k, v in flat(run.params) if base.get(k) != v]
+        lines.append(" ".join([f"dvc exp run -n {run.name}", *(f"-S {c}" for c in changed)]))
     return lines
 
 
 def teacher_section(runs: dict[str, Run], teacher: str, out: Path, defaults: dict, read=dvc.api.read) -> list[str]:
-    own = {name: run for name, run in runs.items() if name.startswith(f"{teacher}-")}
-    curves = {run.rev: {im: curve(run, im, read) for im in IMS} for run in own.values()}
-    baseline = runs[f"{teacher}-baseline"]
-    named = {name.removeprefix(f"{teacher}-"): curves[run.rev] for name, run in own.items()
-             if run is baseline or not compose_only(run.params, baseline.params)}
+    trained = {label: run for label, (_, run) in study_runs(runs, teacher, LOSS_STUDIES).items()}
+    curves = {run.rev: {im: curve(run, im, read) for im in IMS} for run in trained.values()}
+    named = {label: curves[run.rev] for label, run in trained.items()}
     figures = out / "figures"
     figures.mkdir(parents=True, exist_ok=True)
     plot_curves(figures / f"{teacher}-curves.png", named)

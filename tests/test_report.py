@@ -1,5 +1,6 @@
 """The studies' queue and report: variants found by their params, tables and verdicts from the metrics."""
 
+import dataclasses
 import io
 import json
 import subprocess
@@ -59,6 +60,9 @@ def study_runs():
 def test_variants_are_found_by_their_params_not_their_names(study_runs):
     runs, _ = study_runs
     renamed = {("synthetic-something" if name == "synthetic-kl-1" else name): run for name, run in runs.items()}
+    kl = renamed["synthetic-something"]
+    renamed["synthetic-something"] = dataclasses.replace(kl, created="2026-11-21T08:00:00")
+    renamed["synthetic-older"] = dataclasses.replace(kl, rev="old", created="2026-11-20T08:00:00")
     found = variants(renamed, "synthetic", "kl")
     assert found["kl-1"].rev == "rev-synthetic-kl-1" and found["kl-0"].rev == "rev-synthetic-baseline"
     assert "kl-0.5" not in found  # never run: left out, not invented
