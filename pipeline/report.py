@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import io
 import json
+import operator
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -124,11 +125,18 @@ def curve(run: Run, im: str, read=dvc.api.read) -> list[tuple[int, float]]:
     return [(int(step), float(value)) for step, value in rows]
 
 
-def steps_to_common(variant: list[tuple[int, float]], control: list[tuple[int, float]]) -> tuple[int, int]:
-    """Steps each run needs to reach the lower of their two final values: a target both reached, so "converges
-    faster" compares like with like."""
-    target = min(variant[-1][1], control[-1][1])
+def steps_to_common(variant: list[tuple[int, float]], control: list[tuple[int, float]], floor: float,
+                    fraction: float = 0.95) -> tuple[int, int]:
+    """Steps each run needs to win `fraction` of the gain from the class-mean `floor` to the lower of their two
+    final values: one target that both reached, so "converges faster" compares like with like, and not so close
+    to the end that a last wobble decides."""
+    target = floor + fraction * (min(variant[-1][1], control[-1][1]) - floor)
     return steps_to_reach(variant, target), steps_to_reach(control, target)
+
+
+def _common_steps(run: Run, control: Run, im: str, curves: dict) -> tuple[int, int]:
+    floor = control.student(im)["baseline"][HEADLINE[im]]
+    return steps_to_common(curves[run.rev][im], curves[control.rev][im], floor)
 
 
 def _number(value: float | None, digits: int = 3) -> str:
@@ -154,10 +162,11 @@ def loss_tables(runs: dict[str, Run], teacher: str, curves: dict) -> list[str]:
         accuracy = run.evaluate.get("student", {}).get("accuracy")
         lines.append(f"| {variant} | `{changes}` | " + " | ".join(cells)
                      + f" | {_number(accuracy)} | {_number(run.evaluate.get('student_over_teacher'))} |")
-    lines += ["", "Steps to the lower of the two final values, variant / baseline (fewer = converges faster):", "",
+    lines += ["", "Steps to 95 % of the gain over the class-mean baseline up to the lower of the two final values, "
+              "variant / baseline (fewer = converges faster):", "",
               "| variant | " + " | ".join(IMS) + " |", "|---" * (len(IMS) + 1) + "|"]
     for variant, _, run in rows[1:]:
-        cells = ["{} / {}".format(*steps_to_common(curves[run.rev][im], curves[baseline.rev][im])) for im in IMS]
+        cells = ["{} / {}".format(*_common_steps(run, baseline, im, curves)) for im in IMS]
         lines.append(f"| {variant} | " + " | ".join(cells) + " |")
     return lines
 
@@ -168,7 +177,7 @@ def verdicts(runs: dict[str, Run], teacher: str, curves: dict) -> list[str]:
     kl = variants(runs, teacher, "kl").get("kl-1")
     if kl and kl.rev != baseline.rev:
         control = variants(runs, teacher, "kl").get("kl-0", baseline)
-        faster = [im for im in IMS if _faster(curves[kl.rev][im], curves[control.rev][im])]
+        faster = [im for im in IMS if operator.lt(*_common_steps(kl, control, im, curves))]
         lines.append(f"- *KL helps the students converge*: with kl_weight 1 (on features) {len(faster)} of 3 students "
                      f"reach the common target in fewer steps ({', '.join(faster) or 'none'}): "
                      f"{'held' if len(faster) >= 2 else 'not held'}.")
@@ -178,11 +187,6 @@ def verdicts(runs: dict[str, Run], teacher: str, curves: dict) -> list[str]:
         lines.append(f"- *L2 is worse than L1*: L2 ends lower on {len(worse)} of 3 students "
                      f"({', '.join(worse) or 'none'}): {'held' if len(worse) >= 2 else 'not held'}.")
     return lines
-
-
-def _faster(variant: list[tuple[int, float]], control: list[tuple[int, float]]) -> bool:
-    ours, theirs = steps_to_common(variant, control)
-    return ours < theirs
 
 
 def mask_table(runs: dict[str, Run], teacher: str) -> list[str]:

@@ -22,7 +22,8 @@ SHAPE_STEPS = (100, 200, 300)
 
 def fake_run(name: str, changes: dict, finals: dict[str, float], speed: float = 1.0) -> tuple[Run, dict]:
     """A run with `changes` over the defaults, its students ending at `finals`; `speed` > 1 gets there sooner."""
-    metrics = {f"data/students/{im}/live/metrics.json": {"heldout": {key: value}, "steps_to_95pct_gain": 200}
+    metrics = {f"data/students/{im}/live/metrics.json": {"heldout": {key: value}, "baseline": {key: 0.0},
+                                                         "steps_to_95pct_gain": 200}
                for im, key, value in (("shape", "mask_iou", finals["shape"]), ("texture", "psnr", finals["texture"]),
                                       ("background", "psnr", finals["background"]))}
     metrics["data/evaluate/metrics.json"] = {"student": {"accuracy": 0.9, "accuracy_same_colour": 0.2},
@@ -91,7 +92,10 @@ def test_a_teacher_without_baseline_is_refused_in_one_line(study_runs, tmp_path)
 
 def test_steps_to_common_uses_a_target_both_reached():
     fast, slow = [(100, 0.5), (200, 0.9)], [(100, 0.3), (200, 0.6), (300, 0.8)]
-    assert steps_to_common(fast, slow) == (200, 300)  # target 0.8: the lower final
+    # Floor 0, lower final 0.8: the target is 0.76, which `slow` reaches only at its end.
+    assert steps_to_common(fast, slow, floor=0.0) == (200, 300)
+    # Floor 0.4, a quarter of the gain: the target is 0.5.
+    assert steps_to_common(fast, slow, floor=0.4, fraction=0.25) == (100, 200)
 
 
 def test_experiments_are_parsed_from_dvc_exp_show_json():
