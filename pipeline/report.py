@@ -28,6 +28,7 @@ matplotlib.use("Agg")  # files only: no display on a CI machine or a GPU node
 import matplotlib.pyplot as plt  # noqa: E402
 from PIL import Image  # noqa: E402
 
+from pipeline.params import PARAMS_FILE  # noqa: E402
 from pipeline.profile import flat, merged, nested, setting  # noqa: E402
 from pipeline.studies import STUDIES  # noqa: E402
 from skdcgn import IMS  # noqa: E402
@@ -259,8 +260,9 @@ def teacher_section(runs: dict[str, Run], teacher: str, out: Path, defaults: dic
     masks = variants(runs, teacher, MASK_STUDY)
     grids = {variant: read("data/counterfactuals/grid.png", rev=run.rev, mode="rb") for variant, run in masks.items()}
     plot_grids(figures / f"{teacher}-masks.png", grids)
+    heldout = runs[f"{teacher}-baseline"].params["generate"]["heldout_per_class"]
     return [f"## Teacher: {teacher}", "",
-            "### Loss ablations: fidelity of each student on 500 held-out teacher samples", "",
+            f"### Loss ablations: fidelity of each student on {heldout} held-out teacher samples per class", "",
             *loss_tables(runs, teacher, curves), "", *verdicts(runs, teacher, curves), "",
             f"![fidelity against steps]({figures.name}/{teacher}-curves.png)", "",
             "### Shape mechanism: masks changed at composition (SKDCGN Table 1)", "",
@@ -283,8 +285,9 @@ def write_report(runs: dict[str, Run], teachers: list[str], out: Path, defaults:
              "had won 95 % of its final gain over the class-mean baseline.", ""]
     for teacher in teachers:
         lines += teacher_section(runs, teacher, out, defaults, read)
-    path = out / "report.md"
-    path.write_text("\n".join(lines))
+    path, partial = out / "report.md", out / ".report.md.partial"
+    partial.write_text("\n".join(lines))
+    partial.replace(path)  # a failed run leaves the last whole report, never half of a new one
     return path
 
 
@@ -298,7 +301,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args(argv)
     runs = show_experiments()
-    defaults = yaml.safe_load(Path("params.yaml").read_text())
+    defaults = yaml.safe_load(PARAMS_FILE.read_text())
     path = write_report(runs, args.teacher or baselines(runs), args.out, defaults)
     print(f"wrote {path}", file=sys.stderr)
 
