@@ -175,11 +175,13 @@ def loss_tables(runs: dict[str, Run], teacher: str, curves: dict) -> list[str]:
 def verdicts(runs: dict[str, Run], teacher: str, curves: dict) -> list[str]:
     """The paper's two loss claims, judged on the headline fidelity of each student."""
     baseline, lines = runs[f"{teacher}-baseline"], []
-    kl = variants(runs, teacher, "kl").get("kl-1")
+    kl_runs = variants(runs, teacher, "kl")
+    kl = kl_runs.get("kl-1")
     if kl and kl.rev != baseline.rev:
-        control = variants(runs, teacher, "kl").get("kl-0", baseline)
+        control = kl_runs.get("kl-0", baseline)
         faster = [im for im in IMS if operator.lt(*_common_steps(kl, control, im, curves))]
-        lines.append(f"- *KL helps the students converge*: with kl_weight 1 (on features) {len(faster)} of 3 students "
+        lines.append(f"- *KL helps the students converge*: with kl_weight 1 (on {kl.params['loss']['kl_on']}) "
+                     f"{len(faster)} of 3 students "
                      f"reach the common target in fewer steps ({', '.join(faster) or 'none'}): "
                      f"{'held' if len(faster) >= 2 else 'not held'}.")
     pixel = variants(runs, teacher, "pixel")

@@ -25,9 +25,12 @@ import yaml
 
 from pipeline.params import ParamError, Params, parse, PARAMS_FILE
 from pipeline.profile import merged, nested, overrides, setting
+from skdcgn.losses import LossWeights
 
 OBJECTIVE_OFF = {"loss.adversarial_weight": 0.0, "loss.feature_weight": 0.0, "loss.kl_weight": 0.0}
-FULL_OBJECTIVE = {"loss.adversarial_weight": 0.01, "loss.feature_weight": 1.0}
+# The library's default weights: the full objective stays what LossWeights says, not a copy of its numbers.
+FULL_OBJECTIVE = {"loss.adversarial_weight": LossWeights.adversarial_weight,
+                  "loss.feature_weight": LossWeights.feature_weight}
 # study -> variant -> overrides. A variant with no overrides is the control: the teacher's own params.
 STUDIES: dict[str, dict[str, dict[str, object]]] = {
     "kl": {"kl-0": {"loss.kl_weight": 0.0}, "kl-0.5": {"loss.kl_weight": 0.5}, "kl-1": {"loss.kl_weight": 1.0}},
