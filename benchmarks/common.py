@@ -1,8 +1,9 @@
 """What every benchmark does the same way: the params it measures at, threads and device, and timing.
 
 Run from the project root: `python -m benchmarks.<name> [--profile cgn-mnist --variant double_colored]
-[--set key=value ...]`. The sizes are params.yaml's (with the profile and `--set` laid over it), so a figure
-describes the pipeline as configured, not a toy.
+[--set key=value ...]`; on a GPU machine `bash benchmarks/gpu.sh` runs them all there. The sizes are
+params.yaml's (with the profile and `--set` laid over it), so a figure describes the pipeline as configured,
+not a toy.
 """
 
 from __future__ import annotations
@@ -19,6 +20,8 @@ import yaml
 
 from pipeline.common import setup_torch
 from pipeline.params import PARAMS_FILE, Params, parse
+from skdcgn.teachers.base import Teacher
+from skdcgn.teachers.registry import make_teacher
 from pipeline.profile import merged, nested, overrides
 
 
@@ -27,7 +30,7 @@ def arguments(description: str) -> argparse.ArgumentParser:
     parser.add_argument("--profile", help="a profile in profiles/ laid over params.yaml, e.g. cgn-mnist")
     parser.add_argument("--variant", help="the profile's variant, e.g. double_colored")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                        help="a params override in dvc's -S form, e.g. teacher.checkpoint=/abs/path.pth")
+                        help="a params override in dvc's -S form, e.g. teacher.cgn-mnist.checkpoint=/abs/path.pth")
     parser.add_argument("--repeats", type=int, default=3, help="timed runs per measurement; the best is kept")
     return parser
 
@@ -42,7 +45,11 @@ def setup(args: argparse.Namespace) -> tuple[Params, torch.device]:
         data = merged(data, nested({key: yaml.safe_load(value)}))
     device = setup_torch()
     print(f"# {platform.node()}: {device}, {torch.get_num_threads()} torch thread(s), torch {torch.__version__}")
-    return parse(Params, data), device
+    return parse(data), device
+
+
+def teacher_on(params: Params, device: torch.device) -> Teacher:
+    return make_teacher(params.teacher).to(device)
 
 
 def best_seconds(run: Callable[[], object], device: torch.device, repeats: int) -> float:

@@ -1,8 +1,11 @@
-"""What every stage does the same way: arguments, params, threads, device, atomic outputs, JSON."""
+"""What every stage does the same way: arguments, params, threads, device, the stage's code, staged outputs.
+
+Only what every stage needs is imported here (params and the atomic-write helper): a stage depends on exactly
+the code it runs (dvc.yaml), and a module imported here would become code of every stage.
+"""
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import json
 import os
@@ -14,19 +17,21 @@ from pathlib import Path
 from typing import Iterator
 
 import torch
+import yaml
+from pydantic import BaseModel
 
 from pipeline.params import Params, load_or_exit
-from skdcgn import IMS
-from skdcgn.teachers import make_teacher
-from skdcgn.teachers.base import Teacher
+from skdcgn.mechanisms import IMS
+from skdcgn.utils.atomic import atomic_directory, partial_path
 
 DATA = Path("data")
+ROOT = Path(__file__).resolve().parents[1]
+CODE_ROOTS = ("skdcgn", "pipeline")  # deps under these in dvc.yaml are code; the others are data
 THREADS_ENV = "SKDCGN_THREADS"
 WRITERS_ENV = "SKDCGN_WRITERS"
 PROCESSES_ENV = "SKDCGN_PROCESSES"
 RESUME_ENV = "SKDCGN_RESUME"
 RESUME_DIR = ".resume"  # inside a partial output: its key and the state a resumed run goes on from
-CODE = [Path(__file__).resolve().parents[1] / package for package in ("skdcgn", "pipeline")]
 
 
 def stage_args(with_im: bool) -> tuple[Params, str | None]:
@@ -42,9 +47,9 @@ def stage_args(with_im: bool) -> tuple[Params, str | None]:
 
 
 def setup_torch() -> torch.device:
-    """Device and CPU threads. One thread by default: on a loaded 2-core machine two intra-op threads made a
-    small student's step up to 30x slower. Threads are set by environment, not params: they change speed, and
-    a params change would re-run stages."""
+    """The stage's device (CUDA when present) and CPU threads. One thread by default: on a loaded 2-core machine
+    two intra-op threads made a small student's step up to 30x slower. Threads are set by environment, not
+    params: they change speed, and a params change would re-run stages."""
     torch.set_num_threads(env_count(THREADS_ENV, default=1, minimum=1))
     # cuBLAS repeats its results only with a fixed workspace (PyTorch's reproducibility notes); it must be set
     # before CUDA starts. Kernels with no deterministic version (README: on CUDA) warn rather than fail.
@@ -87,12 +92,6 @@ def env_count(name: str, default: int, minimum: int) -> int:
     return int(value)
 
 
-def teacher_from(params: Params) -> Teacher:
-    options = {k: v for k, v in vars(params.teacher).items() if k != "kind"}
-    with exit_on_error():
-        return make_teacher(params.teacher.kind, **options)
-
-
 @contextmanager
 def exit_on_error(*errors: type[Exception]) -> Iterator[None]:
     """Inputs a stage cannot use (a teacher checkpoint, a data folder) end it with one line and exit code 2.
@@ -114,42 +113,49 @@ def may_resume(default: bool) -> bool:
     return default if value == "" else value == "1"
 
 
-def resume_key(*inputs) -> str:
-    """What a partial output must match to be continued: the stage's inputs (params as dataclasses, digests of
-    input files) and the source of the code that writes it."""
-    digest = hashlib.sha256(json.dumps(inputs, sort_keys=True, default=_plain).encode())
-    for path in sorted(path for package in CODE for path in package.rglob("*.py")):
-        digest.update(path.read_bytes())
+def stage_code(stage: str, root: Path = ROOT) -> list[Path]:
+    """The code files a stage of dvc.yaml depends on (its deps under skdcgn/ and pipeline/, folders expanded
+    to their .py files), relative to `root`: what DVC re-runs the stage for is what a resumed run must match."""
+    entry = yaml.safe_load((root / "dvc.yaml").read_text())["stages"][stage]
+    deps = entry.get("do", entry)["deps"]
+    files = set()
+    for dep in deps:
+        if dep.split("/")[0] in CODE_ROOTS:
+            path = root / dep
+            files.update(path.rglob("*.py") if path.is_dir() else [path])
+    return sorted(path.relative_to(root) for path in files)
+
+
+def resume_key(stage: str, *inputs) -> str:
+    """What a partial output must match to be continued: the stage's inputs (params sections, digests of input
+    files) and the code it depends on in dvc.yaml, the same code whose change makes DVC re-run it."""
+    digest = hashlib.sha256(json.dumps([stage, *inputs], sort_keys=True, default=_plain).encode())
+    for path in stage_code(stage):
+        digest.update(str(path).encode() + b"\0" + (ROOT / path).read_bytes())
     return digest.hexdigest()
 
 
 def _plain(value: object) -> object:
-    return dataclasses.asdict(value) if dataclasses.is_dataclass(value) else str(value)
+    return value.model_dump(by_alias=True) if isinstance(value, BaseModel) else str(value)
 
 
 @contextmanager
 def staging(output: Path, key: str | None = None, resume: bool = False) -> Iterator[Path]:
-    """Build a stage output under `.<name>.partial` and rename it into place only when complete.
+    """Build a stage output under its partial name and rename it into place only when complete.
 
     `key` (from `resume_key`) marks the partial directory. With `resume`, the partial directory of a killed run
     with the same key is continued, not wiped; its `.resume/` (key, training checkpoint) goes before the rename.
     """
-    partial = partial_path(output)
-    key_file = partial / RESUME_DIR / "key"
-    if resume and key and key_file.is_file() and key_file.read_text() == key:
-        print(f"resuming the interrupted run in {partial}", flush=True)
-    else:
-        shutil.rmtree(partial, ignore_errors=True)
-        key_file.parent.mkdir(parents=True)
-        key_file.write_text(key or "")
-    yield partial
-    shutil.rmtree(partial / RESUME_DIR)
-    shutil.rmtree(output, ignore_errors=True)
-    partial.rename(output)
-
-
-def partial_path(output: Path) -> Path:
-    return output.with_name(f".{output.name}.partial")
+    key_file = partial_path(output) / RESUME_DIR / "key"
+    keep = bool(resume and key and key_file.is_file() and key_file.read_text() == key)
+    with atomic_directory(output, keep=keep) as partial:
+        if keep:
+            print(f"resuming the interrupted run in {partial}", flush=True)
+        else:
+            key_file.parent.mkdir(parents=True)
+            key_file.write_text(key or "")
+        yield partial
+        shutil.rmtree(partial / RESUME_DIR)
 
 
 def write_json(path: Path, data: dict) -> None:

@@ -1,4 +1,4 @@
-"""Stage distill@<im>: train the student of one mechanism on its teacher samples.
+"""Stage distill@<im>: train the student of one mechanism on its teacher samples, on the stage's device.
 
 Writes the student checkpoint, a DVCLive directory (training curves, held-out fidelity next to the trivial
 per-class-mean baseline, parameter counts) and a teacher-over-student grid of held-out samples. A killed run
@@ -15,20 +15,26 @@ from pathlib import Path
 import torch
 from dvclive import Live
 
-from pipeline.common import (DATA, RESUME_DIR, exit_on_error, may_resume, partial_path, resume_key, setup_torch,
-                             stage_args, staging, under_torchrun)
-from skdcgn.distributed import barrier, init_from_environment, rank_and_world
-from skdcgn.metrics import HEADLINE, fidelity, steps_to_gain
-from skdcgn.grids import save_grid
-from skdcgn.hashing import file_sha256
-from skdcgn.seeds import stream_seed
-from skdcgn.shards import decode_images, load_dataset, read_meta
-from skdcgn.students import ProjectionDiscriminator, StudentGenerator, count_parameters, save_student
-from skdcgn.teachers.base import CHANNELS, VALUE_RANGE
-from skdcgn.streaming import StreamedSamples
-from skdcgn.train import PairedSamples, TrainingData, TrainingDiverged, TrainSettings, distill, predict
+from pipeline.common import (DATA, RESUME_DIR, exit_on_error, may_resume, resume_key, setup_torch, stage_args,
+                             staging, under_torchrun)
+from skdcgn.distillation.checkpoints import save_student
+from skdcgn.distillation.data import training_data
+from skdcgn.distillation.heldout import ShardSamples, baseline_fidelity, grid_samples
+from skdcgn.distillation.loop import distill
+from skdcgn.distillation.students import ProjectionDiscriminator, StudentGenerator, count_parameters
+from skdcgn.mechanisms import CHANNELS, VALUE_RANGE
+from skdcgn.metrics.convergence import steps_to_gain
+from skdcgn.metrics.fidelity import HEADLINE
+from skdcgn.shards.format import decode_images
+from skdcgn.shards.reading import open_dataset
+from skdcgn.training.distributed import barrier, init_from_environment, rank_and_world
+from skdcgn.training.divergence import TrainingDiverged
+from skdcgn.utils.atomic import partial_path
+from skdcgn.utils.grids import save_grid
+from skdcgn.utils.hashing import file_sha256
+from skdcgn.utils.seeds import stream_seed
 
-GRID_SAMPLES = 20
+GRID_PER_CLASS, GRID_SAMPLES = 2, 20
 
 
 class LiveCallback:
@@ -57,10 +63,11 @@ def main() -> None:
     under_torchrun("pipeline.distill", settings.batch_size)
     device = init_from_environment(setup_torch())
     source = DATA / "teacher" / im
-    info = read_meta(source / "train")["info"]
-    teacher = info["teacher"]
-    train = training_samples(source / "train", settings, device)
-    heldout = PairedSamples.from_dataset(load_dataset(source / "heldout"), device)
+    train_set, heldout_set = open_dataset(source / "train"), open_dataset(source / "heldout")
+    teacher = train_set.info["teacher"]
+    with exit_on_error():
+        train = training_data(train_set, settings, device)
+    heldout = ShardSamples(heldout_set, device)
 
     torch.manual_seed(stream_seed(params.seed, "distill", im))
     student = StudentGenerator(im, teacher["z_dims"][im], teacher["num_classes"], teacher["image_size"],
@@ -88,36 +95,22 @@ def main() -> None:
         with Live(str(out / "live"), dvcyaml=False, save_dvc_exp=False) as live:
             callback = LiveCallback(live)
             run(out, callback)
-            live.summary["baseline"] = class_mean_baseline(im, train, heldout)
-            headline = HEADLINE[im]
-            curve = [(step, metrics[headline]) for step, metrics in callback.evals]
-            live.summary["steps_to_95pct_gain"] = steps_to_gain(curve, live.summary["baseline"][headline])
+            live.summary["baseline"] = baseline = baseline_fidelity(im, train.class_mean_images(), heldout)
+            curve = [(step, metrics[HEADLINE[im]]) for step, metrics in callback.evals]
+            live.summary["steps_to_95pct_gain"] = steps_to_gain(curve, baseline[HEADLINE[im]])
             live.summary["parameters"] = {"student": count_parameters(student),
-                                          "teacher": info["teacher_parameters"]}
-        save_student(out / "student.pt", student.cpu(), teacher)
+                                          "teacher": train_set.info["teacher_parameters"]}
         save_teacher_student_grid(out / "grid.png", student, heldout)
+        save_student(out / "student.pt", student.cpu(), teacher)
 
 
-def training_samples(directory: Path, settings: TrainSettings, device: torch.device) -> TrainingData:
-    if settings.data == "stream":
-        with exit_on_error():
-            return StreamedSamples(directory, device, settings.loader_workers, settings.shuffle_buffer)
-    return PairedSamples.from_dataset(load_dataset(directory), device)
-
-
-def class_mean_baseline(im: str, train: TrainingData, heldout: PairedSamples) -> dict[str, float]:
-    """Fidelity of predicting each class's mean teacher image: what a lookup table reaches without learning."""
-    means = decode_images(train.class_mean_images().cpu(), train.value_range)
-    target = decode_images(heldout.images.cpu(), heldout.value_range)
-    return fidelity(im, means[heldout.y.cpu()], target)
-
-
-def save_teacher_student_grid(path: Path, student: StudentGenerator, heldout: PairedSamples) -> None:
-    # Two samples per class: the row pair shows what the student gets right and where it blurs.
-    index = torch.cat([torch.nonzero(heldout.y.cpu() == c)[:2, 0] for c in range(student.num_classes)])
-    z, y, teacher_images = heldout.batch(index[:GRID_SAMPLES].to(heldout.y.device))
-    student_images = predict(student.eval(), z.cpu(), y.cpu())
-    save_grid(path, [teacher_images.cpu(), student_images], VALUE_RANGE[student.config["im"]])
+@torch.no_grad()
+def save_teacher_student_grid(path: Path, student: StudentGenerator, heldout: ShardSamples) -> None:
+    """Teacher over student, two held-out samples per class: what the student gets right and where it blurs."""
+    z, y, images = grid_samples(heldout, GRID_PER_CLASS, GRID_SAMPLES)
+    im = student.config["im"]
+    save_grid(path, [decode_images(images, VALUE_RANGE[im]).cpu(), student.eval()(z, y).float().cpu()],
+              VALUE_RANGE[im])
 
 
 if __name__ == "__main__":

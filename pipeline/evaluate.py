@@ -1,31 +1,40 @@
 """Stage evaluate: a classifier trained on the students' counterfactuals, tested out of distribution and
 compared with the teacher's counterfactuals (stage reference) at the same size, inputs and seeds; and a
-classifier that tries to tell the students' counterfactuals from real images with random colours."""
+classifier that tries to tell the students' counterfactuals from real images with random colours. Teacher and
+classifiers run on the stage's device."""
 
-from pipeline.classify import evaluation_sets, real_or_counterfactual, scores_on_test, write_confusion
-from pipeline.common import DATA, read_json, setup_torch, stage_args, staging, teacher_from, write_json
-from skdcgn.evaluation import Labelled
-from skdcgn.shards import load_dataset, read_meta
+from pipeline.common import DATA, exit_on_error, read_json, setup_torch, stage_args, staging, write_json
+from pipeline.downstream import (classifier_for, evaluation_sets, real_or_counterfactual, scores_on_test,
+                                 write_confusion)
+from skdcgn.evaluation.protocol import Labelled
+from skdcgn.shards.reading import open_dataset
+from skdcgn.teachers.registry import make_teacher
 
 
 def main() -> None:
     params, _ = stage_args(with_im=False)
-    setup_torch()
+    device = setup_torch()
     reference = read_json(DATA / "reference" / "metrics.json")
-    _, test = evaluation_sets(params, teacher_from(params), with_factual=False)
-    counterfactuals = load_dataset(DATA / "counterfactuals" / "shards")
-    train = Labelled(counterfactuals["image"], counterfactuals["label"])
-    scores, confusion = scores_on_test("student counterfactuals", train, test, params)
+    with exit_on_error():
+        teacher = make_teacher(params.teacher).to(device)
+    _, test = evaluation_sets(params, teacher, with_factual=False)
+    counterfactuals = open_dataset(DATA / "counterfactuals" / "shards")
+    loaded = counterfactuals.load()
+    train = Labelled(loaded["image"], loaded["label"])
+    classifier = classifier_for(teacher, device)
+    scores, confusion = scores_on_test("student counterfactuals", train, test, params, classifier)
     # Real = the OOD test images: their colours are as independent of the digit as a counterfactual's, so only
     # how the images look can tell the two apart. Factual images would give counterfactuals away by colour alone
     # (test accuracy 0.974 on the default).
-    realism = real_or_counterfactual(test, train, params)
+    realism = real_or_counterfactual(test, train, params, classifier)
+    teacher_accuracy = reference["teacher"]["accuracy"]
     with staging(DATA / "evaluate") as out:
         write_json(out / "metrics.json", {
             "student": scores,
-            "student_over_teacher": scores["accuracy"] / reference["teacher"]["accuracy"],
+            # None where the teacher's counterfactuals taught nothing (a tiny set for many classes): no ratio.
+            "student_over_teacher": scores["accuracy"] / teacher_accuracy if teacher_accuracy else None,
             "train_size": len(train.labels),
-            "per_shape": read_meta(DATA / "counterfactuals" / "shards")["info"]["per_shape"],
+            "per_shape": counterfactuals.info["per_shape"],
             "real_vs_counterfactual": realism,
         })
         write_confusion(out / "confusion.csv", confusion)

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import yaml
 
-from pipeline.params import PARAMS_FILE, ParamError, Params, parse
+from pipeline.params import PARAMS_FILE, ParamError, parse
 
 PROFILES = Path("profiles")
 
@@ -29,7 +29,7 @@ def overrides(name: str, variant: str | None = None, root: Path = Path(".")) -> 
             raise ParamError(f"profile {name!r} needs a variant argument (e.g. double_colored)")
         text = text.replace("{variant}", variant)
     profile = yaml.safe_load(text) or {}
-    parse(Params, merged(yaml.safe_load((root / PARAMS_FILE).read_text()), profile))
+    parse(merged(yaml.safe_load((root / PARAMS_FILE).read_text()), profile))
     return dict(flat(profile))
 
 

@@ -2,30 +2,35 @@
 
 Classifiers trained on the teacher's counterfactuals (from the same inputs and texture shifts the students get in
 compose) and on factual, colour-biased data, both tested on the out-of-distribution test set. Kept apart from
-`evaluate` so an experiment on the students does not retrain these.
+`evaluate` so an experiment on the students does not retrain these. Teacher and classifiers run on the stage's
+device.
 """
 
-from pipeline.classify import evaluation_sets, scores_on_test, write_confusion
-from pipeline.common import DATA, setup_torch, stage_args, staging, teacher_from, write_json
-from skdcgn.compose import COMPOSITE_RANGE, counterfactual_inputs, counterfactual_shifts, render
-from skdcgn.evaluation import composite_images, teacher_mechanisms
-from skdcgn.grids import save_grid
-from skdcgn.shards import decode_images
+from pipeline.common import DATA, exit_on_error, setup_torch, stage_args, staging, write_json
+from pipeline.downstream import classifier_for, evaluation_sets, scores_on_test, write_confusion
+from skdcgn.counterfactuals.composite import COMPOSITE_RANGE, render
+from skdcgn.counterfactuals.inputs import counterfactual_inputs, counterfactual_shifts
+from skdcgn.evaluation.protocol import composite_images
+from skdcgn.shards.format import decode_images
+from skdcgn.teachers.registry import make_teacher
+from skdcgn.utils.grids import save_grid
 
 
 def main() -> None:
     params, _ = stage_args(with_im=False)
-    setup_torch()
-    teacher = teacher_from(params)
+    device = setup_torch()
+    with exit_on_error():
+        teacher = make_teacher(params.teacher).to(device)
     factual, test = evaluation_sets(params, teacher, with_factual=True)
     settings = params.compose
     inputs = counterfactual_inputs(teacher.z_dims, teacher.num_classes, settings.n, params.seed, settings.per_shape)
     shifts = counterfactual_shifts(settings.n, teacher.image_size, params.seed, settings.texture_shift)
     changes = settings.teacher_mask_changes()
-    mechanisms = teacher_mechanisms(teacher)
+    mechanisms, classifier = teacher.mechanisms(), classifier_for(teacher, device)
     teacher_scores, teacher_confusion = scores_on_test(
-        "teacher counterfactuals", composite_images(mechanisms, inputs, shifts, changes), test, params)
-    factual_scores, _ = scores_on_test("factual data", factual, test, params)
+        "teacher counterfactuals", composite_images(mechanisms, inputs, shifts, changes, device), test, params,
+        classifier)
+    factual_scores, _ = scores_on_test("factual data", factual, test, params, classifier)
     with staging(DATA / "reference") as out:
         write_json(out / "metrics.json", {"teacher": teacher_scores, "factual": factual_scores,
                                           "train_size": {"teacher": settings.n, "factual": len(factual.labels)},
@@ -33,7 +38,7 @@ def main() -> None:
                                           "teacher_parameters": sum(map(teacher.num_parameters, teacher.z_dims))})
         write_confusion(out / "confusion.csv", teacher_confusion)
         shown = min(settings.n, settings.grid_columns**2)
-        save_grid(out / "grid.png", list(render(mechanisms, inputs, 0, shown, shifts, changes)
+        save_grid(out / "grid.png", list(render(mechanisms, inputs, 0, shown, shifts, changes, device=device)
                                          .split(settings.grid_columns)), COMPOSITE_RANGE)
         test_images = decode_images(test.images[:shown], COMPOSITE_RANGE)
         save_grid(out / "test_grid.png", list(test_images.split(settings.grid_columns)), COMPOSITE_RANGE)

@@ -31,8 +31,10 @@ from PIL import Image  # noqa: E402
 from pipeline.params import PARAMS_FILE  # noqa: E402
 from pipeline.profile import flat, merged, nested, setting  # noqa: E402
 from pipeline.studies import STUDIES  # noqa: E402
-from skdcgn import IMS  # noqa: E402
-from skdcgn.metrics import HEADLINE, steps_to_reach  # noqa: E402
+from skdcgn.mechanisms import IMS  # noqa: E402
+from skdcgn.metrics.convergence import steps_to_reach  # noqa: E402
+from skdcgn.metrics.fidelity import HEADLINE  # noqa: E402
+from skdcgn.utils.atomic import atomic_file  # noqa: E402
 
 RESULTS = Path("results")
 LOSS_STUDIES = ("kl", "kl_place", "pixel", "objective")
@@ -287,10 +289,10 @@ def write_report(runs: dict[str, Run], teachers: list[str], out: Path, defaults:
              "had won 95 % of its final gain over the class-mean baseline.", ""]
     for teacher in teachers:
         lines += teacher_section(runs, teacher, out, defaults, read)
-    path, partial = out / "report.md", out / ".report.md.partial"
-    partial.write_text("\n".join(lines))
-    partial.replace(path)  # a failed run leaves the last whole report, never half of a new one
-    return path
+    # A failed run leaves the last whole report, never half of a new one.
+    with atomic_file(out / "report.md") as partial:
+        partial.write_text("\n".join(lines))
+    return out / "report.md"
 
 
 def baselines(runs: dict[str, Run]) -> list[str]:

@@ -23,14 +23,14 @@ from pathlib import Path
 
 import yaml
 
-from pipeline.params import ParamError, Params, parse, PARAMS_FILE
+from pipeline.params import PARAMS_FILE, ParamError, parse
 from pipeline.profile import merged, nested, overrides, setting
-from skdcgn.losses import LossWeights
+from skdcgn.settings import LossSettings
 
 OBJECTIVE_OFF = {"loss.adversarial_weight": 0.0, "loss.feature_weight": 0.0, "loss.kl_weight": 0.0}
-# The library's default weights: the full objective stays what LossWeights says, not a copy of its numbers.
-FULL_OBJECTIVE = {"loss.adversarial_weight": LossWeights.adversarial_weight,
-                  "loss.feature_weight": LossWeights.feature_weight}
+# The library's default weights: the full objective stays what LossSettings says, not a copy of its numbers.
+FULL_OBJECTIVE = {"loss.adversarial_weight": LossSettings().adversarial_weight,
+                  "loss.feature_weight": LossSettings().feature_weight}
 # study -> variant -> overrides. A variant with no overrides is the control: the teacher's own params.
 STUDIES: dict[str, dict[str, dict[str, object]]] = {
     "kl": {"kl-0": {"loss.kl_weight": 0.0}, "kl-0.5": {"loss.kl_weight": 0.5}, "kl-1": {"loss.kl_weight": 1.0}},
@@ -42,7 +42,7 @@ STUDIES: dict[str, dict[str, dict[str, object]]] = {
               "transparency": {"compose.mask_transparency": 0.5}},
     "denoise": {"speckled": {"compose.mask_denoise": False}, "denoised": {"compose.mask_denoise": True}},
 }
-PATH_KEYS = ("teacher.checkpoint", "evaluate.mnist_dir", "evaluate.textures_dir")
+PATH_KEYS = ("teacher.cgn-mnist.checkpoint", "evaluate.mnist_dir", "evaluate.textures_dir")
 
 
 def teacher_params(profile: list[str], settings: list[str], root: Path = Path(".")) -> tuple[str, dict]:
@@ -73,7 +73,7 @@ def experiments(name: str, base: dict, studies: list[str], root: Path = Path("."
     for study in studies:
         for variant, changes in STUDIES[study].items():
             params = merged(own, nested(changes))
-            parse(Params, params)
+            parse(params)
             if params not in seen:  # e.g. kl-1 and kl-features: one run
                 seen.append(params)
                 queued[f"{name}-{variant}"] = (1 + compose_only(params, own), {**base, **changes})

@@ -23,11 +23,13 @@ def sample(
     """Draw counterfactuals from trained students: each mechanism with its own noise and class."""
     if not grid and not shards:
         _fail("give --grid PATH and/or --shards DIR: nothing to write")
-    from skdcgn.compose import sample_students
+    from skdcgn.counterfactuals.from_students import sample_students
+    from skdcgn.settings import ComposeSettings
+    from skdcgn.utils.device import default_device
 
     try:
-        sample_students(students, n, seed, shards=shards, grid=grid, shard_size=shard_size, grid_columns=columns,
-                        texture_shift=texture_shift)
+        settings = ComposeSettings(n=n, shard_size=shard_size, grid_columns=columns, texture_shift=texture_shift)
+        sample_students(students, settings, seed, shards=shards, grid=grid, device=default_device())
     except ValueError as error:
         _fail(str(error))
     typer.echo(f"wrote {n} counterfactuals" + (f" to {shards}" if shards else "") + (f", grid {grid}" if grid else ""))
@@ -38,7 +40,7 @@ def teacher_grid(
     out: Path = typer.Argument(..., help="PNG file to write."),
     kind: str = typer.Option("synthetic", help="Teacher kind."),
     checkpoint: Path = typer.Option(None, help="cgn-mnist: the teacher's .pth state dict."),
-    variant: str = typer.Option("double_colored", help="MNIST variant the teacher mirrors."),
+    variant: str = typer.Option("double_colored", help="cgn-mnist: the MNIST variant the teacher mirrors."),
     columns: int = typer.Option(10, min=1, help="Noise draws per class (one row per class)."),
     seed: int = typer.Option(0, min=0, help="Seed of the noise."),
     scale: int = typer.Option(4, min=1, help="Pixel upscaling of the PNG."),
@@ -46,19 +48,21 @@ def teacher_grid(
     """Look at a teacher: one row per class, factual composites (texture and background follow the digit)."""
     import torch
 
-    from skdcgn.compose import COMPOSITE_RANGE, render_all
-    from skdcgn.evaluation import teacher_mechanisms
-    from skdcgn.grids import save_grid
-    from skdcgn.teachers import make_teacher
+    from skdcgn.counterfactuals.composite import COMPOSITE_RANGE, render_all
+    from skdcgn.settings import TeacherSettings
+    from skdcgn.teachers.registry import make_teacher
+    from skdcgn.utils.grids import save_grid
 
     try:
-        teacher = make_teacher(kind, checkpoint=checkpoint or "", variant=variant)
+        settings = TeacherSettings.parse({"kind": kind, "cgn-mnist": {"checkpoint": str(checkpoint or ""),
+                                                                       "variant": variant}}, "teacher")
+        teacher = make_teacher(settings)
     except ValueError as error:
         _fail(str(error))
     labels = torch.arange(teacher.num_classes).repeat_interleave(columns)
     generator = torch.Generator().manual_seed(seed)
     inputs = {im: (torch.randn(len(labels), dim, generator=generator), labels) for im, dim in teacher.z_dims.items()}
-    images = render_all(teacher_mechanisms(teacher), inputs)
+    images = render_all(teacher.mechanisms(), inputs)
     save_grid(out, list(images.split(columns)), COMPOSITE_RANGE, scale=scale)
     typer.echo(f"wrote {out}")
 
@@ -66,7 +70,8 @@ def teacher_grid(
 @app.command()
 def validate(directories: list[Path] = typer.Argument(..., help="Shard dataset folders (with dataset.json).")) -> None:
     """Check shards against their manifest: count, bytes, sha256, tar end blocks, every sample's members."""
-    from skdcgn.shards import ShardError, validate as check
+    from skdcgn.shards.format import ShardError
+    from skdcgn.shards.validation import validate as check
 
     for directory in directories:
         try:

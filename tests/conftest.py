@@ -7,6 +7,9 @@ import torch
 # Real data the project may read but never commits: the CGN-MNIST checkpoints, half of the MNIST test set,
 # the Wildlife textures (see ../shared/README.md). CI has it next to the clone.
 SHARED = Path(os.environ.get("SKDCGN_SHARED", Path(__file__).resolve().parents[1].parent / "shared"))
+# Every device this machine has: tests that take `device` run on each (the CPU always; CUDA where present, which
+# benchmarks/gpu.sh selects with `-m device -k cuda`).
+DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
 
 
 @pytest.fixture(autouse=True)
@@ -20,3 +23,14 @@ def shared() -> Path:
     """The shared folder; its absence is an error, not a skip: these tests are how the real teachers are checked."""
     assert SHARED.is_dir(), f"shared data folder {SHARED} not found (set SKDCGN_SHARED)"
     return SHARED
+
+
+@pytest.fixture(params=DEVICES)
+def device(request) -> torch.device:
+    return torch.device(request.param)
+
+
+def pytest_collection_modifyitems(items):
+    for item in items:
+        if "device" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.device)

@@ -15,9 +15,9 @@ LINE = re.compile(r"(.+): (.+) ([\d,]+) [a-z/]+, (.+) ([\d,]+) [a-z/]+; .+ = ([\
 
 
 @pytest.mark.parametrize("name, extra, lines", [
-    ("generate", [], 3),
-    ("distill", ["--im", "texture", "--steps", "4"], 1),
-    ("compose", [], 1),
+    ("shard_writing", [], 3),
+    ("training_input", ["--im", "texture", "--steps", "4"], 1),
+    ("student_speed", [], 1),
 ])
 def test_benchmark_reports_two_rates_and_their_ratio(name, extra, lines):
     result = subprocess.run([sys.executable, "-m", f"benchmarks.{name}", *TINY, *extra], cwd=ROOT,

@@ -3,8 +3,10 @@
 import pytest
 import torch
 
-from skdcgn.classifier import DigitCNN, evaluate_classifier, train_classifier
-from skdcgn.shards import decode_images
+from skdcgn.evaluation.classifier import score_classifier, train_classifier
+from skdcgn.mnist.digit_cnn import DigitCNN
+from skdcgn.settings import EvaluateSettings
+from skdcgn.shards.format import decode_images
 
 torch.set_num_threads(1)
 
@@ -19,11 +21,20 @@ def pattern_task(n: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
     return noisy.round().clamp(0, 255).to(torch.uint8), labels
 
 
+def train(images, labels, seed: int, device="cpu", on_epoch=None, **settings):
+    protocol = EvaluateSettings(**{"epochs": 2, **settings})
+    return train_classifier(images, labels, DigitCNN, 10, protocol, seed, device, on_epoch)
+
+
+def evaluate_classifier(model, images, labels, **options):
+    return score_classifier(model, images, labels, 10, **options)
+
+
 @pytest.fixture(scope="module")
 def trained():
     images, labels = pattern_task(1000, seed=1)
     losses = []
-    model = train_classifier(images, labels, epochs=2, seed=0, on_epoch=lambda e, loss: losses.append((e, loss)))
+    model = train(images, labels, seed=0, on_epoch=lambda e, loss: losses.append((e, loss)))
     return model, losses
 
 
@@ -56,7 +67,7 @@ def _weights(model: torch.nn.Module) -> dict[str, torch.Tensor]:
 
 def test_same_seed_same_weights_other_seed_other_weights():
     images, labels = pattern_task(200, seed=4)
-    runs = [_weights(train_classifier(images, labels, epochs=1, batch_size=32, seed=s)) for s in (7, 7, 8)]
+    runs = [_weights(train(images, labels, seed=s, epochs=1, batch_size=32)) for s in (7, 7, 8)]
     assert all(torch.equal(runs[0][k], runs[1][k]) for k in runs[0])
     assert not torch.equal(runs[0]["head.weight"], runs[2]["head.weight"])
 
@@ -64,14 +75,21 @@ def test_same_seed_same_weights_other_seed_other_weights():
 def test_training_leaves_the_global_rng_alone():
     images, labels = pattern_task(64, seed=5)
     state = torch.get_rng_state()
-    train_classifier(images, labels, epochs=1, seed=0)
+    train(images, labels, seed=0, epochs=1)
     assert torch.equal(torch.get_rng_state(), state)
 
 
 def test_uint8_and_float_inputs_agree():
     images, labels = pattern_task(200, seed=6)
     as_float = decode_images(images, (-1.0, 1.0))
-    a = train_classifier(images, labels, epochs=1, batch_size=32, seed=1)
-    b = train_classifier(as_float, labels, epochs=1, batch_size=32, seed=1)
+    a = train(images, labels, seed=1, epochs=1, batch_size=32)
+    b = train(as_float, labels, seed=1, epochs=1, batch_size=32)
     assert all(torch.equal(v, b.state_dict()[k]) for k, v in a.state_dict().items())
     assert evaluate_classifier(a, images, labels)[0] == evaluate_classifier(a, as_float, labels)[0]
+
+
+def test_the_protocol_trains_on_any_device(device):
+    # On CUDA under bf16 autocast, so the weights differ from the CPU's; what matters is that it learns.
+    model = train(*pattern_task(1000, seed=1), seed=0, device=device)
+    assert next(model.parameters()).device.type == device.type
+    assert evaluate_classifier(model, *pattern_task(500, seed=2))[0] > 0.95

@@ -3,7 +3,7 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from skdcgn.cli import app
-from skdcgn.shard_writer import writing_dataset
+from skdcgn.shards.writer import writing_dataset
 
 runner = CliRunner()
 
@@ -34,7 +34,7 @@ def test_teacher_grid_draws_one_row_per_class(tmp_path):
 
 def test_unknown_teacher_and_missing_students_get_one_line(tmp_path):
     unknown = runner.invoke(app, ["teacher-grid", str(tmp_path / "g.png"), "--kind", "biggan"])
-    assert unknown.exit_code == 2 and "allowed: synthetic" in unknown.output
+    assert unknown.exit_code == 2 and "teacher.kind: 'biggan' is not allowed; allowed: synthetic" in unknown.output
     missing = runner.invoke(app, ["sample", "--students", str(tmp_path), "--grid", str(tmp_path / "s.png")])
     assert missing.exit_code == 2 and "no such student checkpoint" in missing.output
     assert not (tmp_path / "s.png").exists()

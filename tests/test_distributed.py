@@ -5,8 +5,8 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
-from skdcgn.train import evaluate_student
-from test_train import IM, teacher_samples, train
+from skdcgn.distillation.heldout import heldout_fidelity
+from test_distill_loop import IM, teacher_samples, train
 
 STEPS = 20
 
@@ -38,10 +38,10 @@ def test_both_ranks_end_with_the_same_weights(ranks):
 
 
 def test_the_two_ranks_together_train_the_student(ranks):
-    from skdcgn.students import StudentGenerator
+    from skdcgn.distillation.students import StudentGenerator
 
     torch.manual_seed(0)
-    untrained = evaluate_student(StudentGenerator(IM, 16, 10, 32, [32, 32, 16, 8]), teacher_samples(100, 2))
+    untrained = heldout_fidelity(StudentGenerator(IM, 16, 10, 32, [32, 32, 16, 8]), teacher_samples(100, 2))
     assert ranks[0]["final"]["l1"] < untrained["l1"] * 0.8
 
 

@@ -5,8 +5,10 @@ import math
 import pytest
 import torch
 
-from skdcgn import metrics
-from skdcgn.metrics import METRICS, class_mean_images, fidelity, steps_to_gain, steps_to_reach
+from skdcgn.metrics import fidelity as metrics
+from skdcgn.metrics.baseline import ClassMeans
+from skdcgn.metrics.convergence import steps_to_gain, steps_to_reach
+from skdcgn.metrics.fidelity import METRICS, Fidelity, fidelity
 
 torch.set_num_threads(1)
 
@@ -15,8 +17,14 @@ def images(seed: int, n: int = 4, c: int = 3, size: int = 32, lo: float = -1.0, 
     return torch.rand(n, c, size, size, generator=torch.Generator().manual_seed(seed)) * (hi - lo) + lo
 
 
+def measure(name: str, pred: torch.Tensor, target: torch.Tensor, value_range=(-1.0, 1.0)) -> dict:
+    metric = METRICS[name](value_range)
+    metric.update(pred, target)
+    return metric.result()
+
+
 def run(name: str, pred: torch.Tensor, target: torch.Tensor, value_range=(-1.0, 1.0)) -> float:
-    return METRICS[name](pred, target, value_range)[name]
+    return measure(name, pred, target, value_range)[name]
 
 
 def test_identical_images_are_perfect():
@@ -85,7 +93,7 @@ def test_mask_iou_pools_over_the_batch_and_empty_is_perfect():
 
 def test_mask_mean_reports_both_sides():
     pred, target = torch.full((2, 1, 16, 16), 0.25), torch.zeros(2, 1, 16, 16)
-    assert METRICS["mask_mean"](pred, target, (0.0, 1.0)) == {"mask_mean": 0.25, "mask_mean_target": 0.0}
+    assert measure("mask_mean", pred, target, (0.0, 1.0)) == {"mask_mean": 0.25, "mask_mean_target": 0.0}
 
 
 def test_chunking_does_not_change_results(monkeypatch):
@@ -93,6 +101,11 @@ def test_chunking_does_not_change_results(monkeypatch):
     whole = fidelity("shape", pred, target)
     monkeypatch.setattr(metrics, "CHUNK", 3)
     assert fidelity("shape", pred, target) == pytest.approx(whole, rel=1e-6)
+    # Fed in pieces, as held-out sets are read: the same figures.
+    meter = Fidelity("shape")
+    for start, stop in ((0, 2), (2, 5), (5, 7)):
+        meter.update(pred[start:stop], target[start:stop])
+    assert meter.result() == pytest.approx(whole, rel=1e-6)
 
 
 def test_fidelity_keys_per_mechanism():
@@ -110,21 +123,27 @@ def test_unknown_mechanism_and_mismatched_shapes_are_errors():
         fidelity("texture", x, x[:2])
 
 
-def test_class_mean_images_on_a_tiny_set():
+def test_class_means_on_a_tiny_set():
     imgs = torch.tensor([0, 10, 20, 255], dtype=torch.uint8).view(4, 1, 1, 1).expand(4, 3, 2, 2).contiguous()
     labels = torch.tensor([1, 0, 1, 2])
-    means = class_mean_images(imgs, labels, 3)
+    means = ClassMeans(3).add(imgs, labels).means()
     assert means.dtype == torch.float32 and means.shape == (3, 3, 2, 2)
     assert means[:, 0, 0, 0].tolist() == [10.0, 10.0, 255.0]
-    assert torch.allclose(class_mean_images(imgs.float() / 255, labels, 3), means / 255)
+    # Added batch by batch, in another order: the same exact means.
+    pieces = ClassMeans(3).add(imgs[2:], labels[2:]).add(imgs[:2], labels[:2]).means()
+    assert torch.equal(pieces, means)
     # The baseline prediction for held-out images is a lookup.
     assert means[torch.tensor([2, 1])][:, 0, 0, 0].tolist() == [255.0, 10.0]
 
 
-def test_class_mean_images_names_a_missing_class():
-    imgs = torch.zeros(3, 1, 2, 2)
+def test_class_means_name_a_missing_class_and_refuse_other_input():
+    imgs = torch.zeros(3, 1, 2, 2, dtype=torch.uint8)
     with pytest.raises(ValueError, match="class 1 "):
-        class_mean_images(imgs, torch.tensor([0, 2, 2]), 3)
+        ClassMeans(3).add(imgs, torch.tensor([0, 2, 2])).means()
+    with pytest.raises(ValueError, match="outside 0..2"):
+        ClassMeans(3).add(imgs, torch.tensor([0, 3, 2]))
+    with pytest.raises(ValueError, match="need uint8 images"):
+        ClassMeans(3).add(imgs.float(), torch.tensor([0, 1, 2]))
 
 
 def test_steps_to_gain_finds_when_a_run_won_most_of_its_gain():

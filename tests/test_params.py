@@ -1,7 +1,5 @@
-import dataclasses
 import subprocess
 import sys
-import typing
 from pathlib import Path
 
 import pytest
@@ -10,6 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from pipeline.params import ParamError, Params, load, parse
+from skdcgn.settings import Settings, TeacherSettings
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -18,17 +17,34 @@ def project_params() -> dict:
     return yaml.safe_load((ROOT / "params.yaml").read_text())
 
 
+def keys(model: type[Settings]) -> set[str]:
+    return {info.alias or name for name, info in model.model_fields.items()}
+
+
+def assert_spelled_out(data: dict, model: type[Settings], path: str = "params.yaml") -> None:
+    assert set(data) == keys(model), path
+    for name, info in model.model_fields.items():
+        if isinstance(info.annotation, type) and issubclass(info.annotation, Settings) and name != "ims":
+            assert_spelled_out(data[info.alias or name], info.annotation, f"{path}.{info.alias or name}")
+
+
 def test_project_params_are_valid_and_complete():
-    parse(Params, project_params())
-    # Every schema key is spelled out in params.yaml: a knob nobody can see is a knob nobody can turn.
-    assert set(project_params()) == set(Params.__dataclass_fields__)
-    for name, schema in typing.get_type_hints(Params).items():
-        if dataclasses.is_dataclass(schema):
-            assert set(project_params()[name]) == set(schema.__dataclass_fields__), name
+    parse(project_params())
+    # Every schema key is spelled out in params.yaml, down to each teacher kind's section: a knob nobody can
+    # see is a knob nobody can turn.
+    assert_spelled_out(project_params(), Params)
+
+
+def test_each_teacher_kind_has_its_section():
+    kinds = set(TeacherSettings.model_fields["kind"].annotation.__args__)
+    assert kinds == keys(TeacherSettings) - {"kind"}
+    for kind in kinds:
+        chosen = parse({**project_params(), "teacher": {**project_params()["teacher"], "kind": kind}}).teacher
+        assert chosen.section() is getattr(chosen, kind.replace("-", "_"))
 
 
 def test_per_im_overrides_apply_only_to_their_im():
-    params = parse(Params, project_params())
+    params = parse(project_params())
     assert params.train_for("shape").steps == project_params()["ims"]["shape"]["steps"]
     assert params.train_for("shape").lr == params.train.lr
 
@@ -45,15 +61,18 @@ def set_key(data: dict, path: str, value) -> dict:
 @pytest.mark.parametrize("path, value, message", [
     ("loss.kl_weight", -0.5, "loss.kl_weight: -0.5 is out of range; allowed: float >= 0.0"),
     ("generate.per_class", -3, "generate.per_class: -3 is out of range; allowed: int >= 1"),
-    ("teacher.kind", "biggan", "teacher.kind: 'biggan' is not allowed; allowed: synthetic"),
+    ("teacher.kind", "biggan", "teacher.kind: 'biggan' is not allowed; allowed: synthetic, cgn-mnist"),
+    ("teacher.cgn-mnist.variant", "rainbow", "teacher.cgn-mnist.variant: 'rainbow' is not allowed; allowed: colored,"),
+    ("teacher.synthetic.image_size", 4, "teacher.synthetic.image_size: 4 is out of range; allowed: int >= 8"),
     ("loss.pixel", "l3", "loss.pixel: 'l3' is not allowed; allowed: l1, l2"),
     ("train.lr", "fast", "train.lr: expected float, got 'fast'"),
     ("train.steps", 2.5, "train.steps: expected int, got 2.5"),
     ("train.lr", 0, "train.lr: 0 is out of range; allowed: float > 0.0"),
     ("train.betas", [0.5], "train.betas: expected 2 float values in a list"),
+    ("train.student_widths", [], "train.student_widths: expected a non-empty list of int values"),
     ("train.betas", [0.5, 1.0], "train.betas[1]: 1.0 is out of range; allowed: float >= 0.0 and < 1.0"),
     ("loss.temperature", 2.0, "loss.temperature: unknown key; allowed here: pixel,"),
-    ("ims.colour", {}, "ims: unknown mechanism 'colour'; allowed and required: shape, texture, background"),
+    ("ims.colour", {}, "ims.colour: unknown key; allowed here: shape, texture, background"),
     ("ims.shape.steps", 0, "ims.shape.steps: 0 is out of range; allowed: int >= 1"),
     ("ims.shape.speed", 3, "ims.shape.speed: unknown key"),
     ("compose.n", True, "compose.n: expected int, got True"),
@@ -64,9 +83,16 @@ def set_key(data: dict, path: str, value) -> dict:
 ])
 def test_bad_value_gets_one_line_naming_key_value_and_allowed(path, value, message):
     with pytest.raises(ParamError) as error:
-        parse(Params, set_key(project_params(), path, value))
+        parse(set_key(project_params(), path, value))
     assert str(error.value).startswith(message)
     assert "\n" not in str(error.value)
+
+
+def test_every_mechanism_must_be_listed_under_ims():
+    data = project_params()
+    del data["ims"]["texture"]
+    with pytest.raises(ParamError, match="^ims.texture: missing; required here$"):
+        parse(data)
 
 
 def test_unreadable_params_file(tmp_path):
@@ -130,7 +156,7 @@ ANY_VALUE = st.one_of(
 
 def refusal_or_none(data: dict) -> str | None:
     try:
-        parse(Params, data)
+        parse(data)
     except ParamError as error:
         return str(error)
     return None

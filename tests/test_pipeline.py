@@ -17,7 +17,7 @@ import yaml
 
 from conftest import SHARED
 from pipeline.profile import merged, nested, overrides
-from skdcgn.shards import read_meta
+from skdcgn.shards.format import read_meta
 
 ROOT = Path(__file__).resolve().parents[1]
 PROJECT_FILES = ["skdcgn", "pipeline", "teachers", "dvc.yaml", "params.yaml", ".dvc/config", ".dvcignore",
@@ -233,11 +233,66 @@ def test_report_turns_named_experiments_into_tables_and_figures(repo):
     assert {p.name for p in (repo / "results/figures").iterdir()} == {"synthetic-curves.png", "synthetic-masks.png"}
 
 
+def append_comment(path: Path) -> str:
+    """Append a comment to a source file (no behaviour changes); returns the text before, to restore it."""
+    text = path.read_text()
+    path.write_text(text + "# an edit\n")
+    return text
+
+
+def test_editing_a_module_no_stage_imports_leaves_every_stage_up_to_date(repo):
+    before = append_comment(repo / "skdcgn/cli.py")
+    try:
+        assert "Data and pipelines are up to date" in dvc(repo, "status")
+    finally:
+        (repo / "skdcgn/cli.py").write_text(before)
+
+
+def test_editing_the_students_code_reruns_distill_and_what_follows_but_not_generate(repo):
+    before = append_comment(repo / "skdcgn/distillation/students.py")
+    try:
+        changed = stages_run(dvc(repo, "repro"))
+    finally:
+        (repo / "skdcgn/distillation/students.py").write_text(before)
+    assert {"distill@shape", "distill@texture", "distill@background", "compose"} <= changed
+    assert not changed & {"generate@shape", "generate@texture", "generate@background", "reference"}
+    assert stages_run(dvc(repo, "repro")) == set()  # back as it was: restored from the run-cache
+
+
 def test_kl_weight_experiment_reruns_only_what_depends_on_it(repo):
     changed = stages_run(dvc(repo, "exp", "run", "-S", "loss.kl_weight=0.5"))
     assert changed == {"distill@shape", "distill@texture", "distill@background", "compose", "evaluate"}
     # Going back to the committed value restores every output from the run-cache without training.
     assert stages_run(dvc(repo, "exp", "run", "-S", "loss.kl_weight=0.0")) == set()
+
+
+# The ImageNet CGN's 1,000 classes, at 64x64 (one sample per class; 256x256 costs the CPU minutes per held-out
+# evaluation of 1,000 images: tests/test_distill_loop.py trains a 256x256 student on a few): students with five
+# widths (4x4 up to 64x64).
+LARGE = {"teacher": {"synthetic": {"num_classes": 1000, "image_size": 64}},
+         "generate": {"per_class": 1, "heldout_per_class": 1, "shard_size": 400, "batch_size": 250},
+         "train": {"steps": 4, "batch_size": 8, "log_every": 2, "eval_every": 2,
+                   "student_widths": [16, 16, 8, 8, 8], "disc_widths": [8, 16, 32]},
+         "ims": {"shape": {"steps": 4}, "texture": {"steps": 4}, "background": {"steps": 4}},
+         "compose": {"n": 40, "shard_size": 20, "batch_size": 20},
+         "evaluate": {"test_size": 40, "epochs": 1}}
+
+
+@pytest.fixture(scope="module")
+def large_repo(tmp_path_factory) -> Path:
+    return tiny_project(tmp_path_factory.mktemp("large-project"), LARGE)
+
+
+def test_many_classes_and_large_images_run_the_whole_pipeline(large_repo):
+    assert stages_run((large_repo / "first_repro.log").read_text()) == STAGES
+    meta = read_meta(large_repo / "data/teacher/texture/train")
+    assert meta["num_samples"] == 1000 and meta["image"]["height"] == meta["image"]["width"] == 64
+    assert meta["info"]["teacher"]["num_classes"] == 1000
+    files = metrics(large_repo)
+    assert files["data/students/shape/live/metrics.json"]["parameters"]["student"] > 0
+    assert set(files["data/evaluate/metrics.json"]["student"]) == {"accuracy"}  # no MNIST variant, no hard part
+    counterfactuals = read_meta(large_repo / "data/counterfactuals/shards")
+    assert counterfactuals["image"]["height"] == 64 and counterfactuals["num_samples"] == 40
 
 
 def test_real_teacher_pipeline_runs_on_real_digits(cgn_repo):
@@ -257,18 +312,19 @@ def test_real_teacher_samples_and_shifts_travel_with_their_images(cgn_repo):
     info = json.loads((cgn_repo / "data/teacher/texture/train/dataset.json").read_text())["info"]
     assert info["teacher"]["kind"] == "cgn-mnist" and info["teacher"]["sha256"].startswith("7aa06c90")
     shards = cgn_repo / "data/counterfactuals/shards"
-    assert json.loads((shards / "dataset.json").read_text())["info"]["texture_shift"] == "cyclic"
-    columns = set(pq.read_table(shards / "manifest.parquet").column_names)
-    assert {"z_shape", "y_texture", "shift_texture", "shift_background"} <= columns
+    meta = read_meta(shards)
+    assert meta["info"]["texture_shift"] == "cyclic"
+    assert {"z_shape", "y_texture", "shift_texture", "shift_background"} <= set(meta["arrays"])
+    # They travel in each sample's record, and only there: the manifest lists where the records are.
+    assert pq.read_table(shards / "manifest.parquet").column_names == ["key", "label", "shard"]
 
 
-def refusal(repo: Path, section: str, key: str, value: str, *stage: str) -> str:
-    """Run one stage with params.yaml's `section.key` set to `value`: it must exit 2 with one stderr line and
+def refusal(repo: Path, key: str, value: str, *stage: str) -> str:
+    """Run one stage with params.yaml's dotted `key` set to `value`: it must exit 2 with one stderr line and
     leave data/ byte-identical. Returns that line."""
     params_file = repo / "params.yaml"
     committed = params_file.read_text()
-    params = yaml.safe_load(committed)
-    params[section][key] = value
+    params = merged(yaml.safe_load(committed), nested({key: value}))
     before = digests(repo / "data")
     try:
         params_file.write_text(yaml.safe_dump(params))
@@ -290,7 +346,7 @@ def test_a_wrong_checkpoint_stops_generate_with_one_line_and_touches_nothing(cgn
         shutil.copy(next((cgn_repo / "data/teacher/shape/train").glob("*.tar")), wrong)
     else:
         shutil.copy(cgn_repo / "data/students/shape/student.pt", wrong)
-    assert wrong.name in refusal(cgn_repo, "teacher", "checkpoint", wrong.name, "pipeline.generate", "shape")
+    assert wrong.name in refusal(cgn_repo, "teacher.cgn-mnist.checkpoint", wrong.name, "pipeline.generate", "shape")
 
 
 def test_unusable_mnist_folder_stops_reference_with_one_line_and_touches_nothing(cgn_repo, shared):
@@ -299,7 +355,7 @@ def test_unusable_mnist_folder_stops_reference_with_one_line_and_touches_nothing
     for name in ("t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz"):
         source = (shared / "data" / "mnist-test-half" / name).read_bytes()
         (folder / name).write_bytes(source[: len(source) // 2])  # truncated: no network is needed to refuse it
-    line = refusal(cgn_repo, "evaluate", "mnist_dir", folder.name, "pipeline.reference")
+    line = refusal(cgn_repo, "evaluate.mnist_dir", folder.name, "pipeline.reference")
     assert "broken-mnist" in line and "t10k-images-idx3-ubyte" in line
 
 

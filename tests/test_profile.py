@@ -15,8 +15,8 @@ ROOT = Path(__file__).resolve().parents[1]
 @pytest.mark.parametrize("variant", ["colored", "double_colored", "wildlife"])
 def test_cgn_profile_points_at_the_variants_teacher(variant):
     values = overrides("cgn-mnist", variant, ROOT)
-    assert values["teacher.kind"] == "cgn-mnist" and values["teacher.variant"] == variant
-    assert values["teacher.checkpoint"] == f"teachers/cgn-mnist/{variant}_mnist.pth"
+    assert values["teacher.kind"] == "cgn-mnist" and values["teacher.cgn-mnist.variant"] == variant
+    assert values["teacher.cgn-mnist.checkpoint"] == f"teachers/cgn-mnist/{variant}_mnist.pth"
     assert values["evaluate.data"] == "mnist" and values["compose.texture_shift"] == "cyclic"
 
 
@@ -26,7 +26,7 @@ def test_arguments_read_back_as_the_same_values():
 
 
 def test_a_bad_variant_is_refused_by_the_params_schema():
-    with pytest.raises(ParamError, match="teacher.variant: 'rainbow' is not allowed"):
+    with pytest.raises(ParamError, match="teacher.cgn-mnist.variant: 'rainbow' is not allowed"):
         overrides("cgn-mnist", "rainbow", ROOT)
 
 
@@ -39,6 +39,6 @@ def test_command_line_prints_arguments_or_one_error_line():
     run = lambda *args: subprocess.run([sys.executable, "-m", "pipeline.profile", *args], cwd=ROOT,  # noqa: E731
                                        capture_output=True, text=True)
     ok = run("cgn-mnist", "wildlife")
-    assert ok.returncode == 0 and "-S teacher.variant=wildlife" in ok.stdout
+    assert ok.returncode == 0 and "-S teacher.cgn-mnist.variant=wildlife" in ok.stdout
     bad = run("cgn-mnist")
     assert bad.returncode == 2 and bad.stderr.count("\n") == 1 and "needs a variant" in bad.stderr

@@ -115,8 +115,8 @@ def test_experiments_are_parsed_from_dvc_exp_show_json():
 
 
 def test_studies_queue_one_run_per_distinct_variant_baseline_first_compose_last():
-    name, base = teacher_params([], ["teacher.checkpoint=teachers/t.pth"], ROOT)
-    assert name == "synthetic" and Path(base["teacher.checkpoint"]).is_absolute()
+    name, base = teacher_params([], ["teacher.cgn-mnist.checkpoint=teachers/t.pth"], ROOT)
+    assert name == "synthetic" and Path(base["teacher.cgn-mnist.checkpoint"]).is_absolute()
     queued = list(experiments(name, {}, ["kl", "kl_place", "masks"], ROOT))
     assert queued[0] == "synthetic-baseline"
     assert "synthetic-kl-features" not in queued  # the same params as kl-1

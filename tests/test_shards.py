@@ -2,13 +2,22 @@ import tarfile
 from pathlib import Path
 
 import numpy as np
+import pyarrow.parquet as pq
 import pytest
 import torch
 
-from skdcgn.shard_writer import ImageCodec, ShardSink, writing_dataset
-from skdcgn.shards import ShardError, load_dataset, validate
+from skdcgn.shards.codec import ImageCodec
+from skdcgn.shards.format import CLASS_MEANS, ShardError
+from skdcgn.shards.reading import open_dataset
+from skdcgn.shards.validation import validate
+from skdcgn.shards.workers import ShardSink
+from skdcgn.shards.writer import writing_dataset
 
 VALUE_RANGE = (-1.0, 1.0)
+
+
+def load_dataset(directory: Path) -> dict:
+    return open_dataset(directory).load()
 
 
 def write(directory: Path, n: int = 50, shard_size: int = 20, seed: int = 0, **options) -> dict:
@@ -70,7 +79,7 @@ def test_jpeg_images_are_smaller_and_close(tmp_path):
     ramp = torch.linspace(-1, 1, 32)
     colours = torch.rand(10, 3, 1, 1, generator=torch.Generator().manual_seed(0))
     images = (ramp[None, None, :, None] * ramp[None, None, None, :]).repeat(10, 3, 1, 1) * colours
-    for codec in (ImageCodec("png"), ImageCodec("jpeg", quality=90)):
+    for codec in (ImageCodec(format="png"), ImageCodec(format="jpeg", quality=90)):
         with writing_dataset(tmp_path / codec.format, shard_size=10, value_range=VALUE_RANGE, codec=codec) as w:
             w.add_batch([f"{i:08d}" for i in range(10)], torch.arange(10), images, {"z": torch.zeros(10, 2)})
     jpeg, png = load_dataset(tmp_path / "jpeg"), load_dataset(tmp_path / "png")
@@ -143,3 +152,28 @@ def test_unreadable_manifest_is_named(tmp_path):
     (tmp_path / "ds" / "manifest.parquet").write_bytes(b"not parquet")
     with pytest.raises(ShardError, match="manifest.parquet: unreadable"):
         validate(tmp_path / "ds")
+
+
+def test_each_samples_noise_is_stored_once_in_its_record(tmp_path):
+    write(tmp_path / "ds")
+    manifest = pq.read_table(tmp_path / "ds" / "manifest.parquet")
+    assert manifest.column_names == ["key", "label", "shard"]
+    assert validate(tmp_path / "ds")["arrays"] == ["z"]
+
+
+def test_class_means_are_summed_as_the_shards_are_written(tmp_path):
+    written = write(tmp_path / "ds", num_classes=10)
+    means = open_dataset(tmp_path / "ds").class_means()
+    pixels = load_dataset(tmp_path / "ds")["image"].double()
+    expected = torch.stack([pixels[written["labels"] == c].mean(0) for c in range(10)]).float()
+    assert means.dtype == torch.float32 and torch.equal(means, expected)
+    (tmp_path / "ds" / CLASS_MEANS).unlink()
+    with pytest.raises(ShardError, match="class_means.npy: missing"):
+        open_dataset(tmp_path / "ds")
+
+
+def test_reading_in_chunks_gives_every_sample_once_in_order(tmp_path):
+    write(tmp_path / "ds")
+    chunks = list(open_dataset(tmp_path / "ds").chunks(16))
+    assert [len(c["key"]) for c in chunks] == [16, 16, 16, 2]
+    assert sum((c["key"] for c in chunks), []) == [f"{i:08d}" for i in range(50)]

@@ -6,13 +6,15 @@ from pathlib import Path
 import pytest
 import torch
 
-from skdcgn.shard_writer import writing_dataset
-from skdcgn.students import ProjectionDiscriminator, StudentGenerator
-from skdcgn.streaming import StreamedSamples
-from skdcgn.train import PairedSamples, TrainSettings, distill, evaluate_student
-from skdcgn.losses import LossWeights
-from skdcgn.shards import load_dataset
-from test_train import IM, teacher_samples
+from skdcgn.distillation.data import PairedSamples
+from skdcgn.distillation.heldout import heldout_fidelity
+from skdcgn.distillation.loop import distill
+from skdcgn.distillation.students import ProjectionDiscriminator, StudentGenerator
+from skdcgn.settings import LossSettings, TrainSettings
+from skdcgn.shards.reading import open_dataset
+from skdcgn.shards.streaming import StreamedSamples
+from skdcgn.shards.writer import writing_dataset
+from test_distill_loop import IM, teacher_samples
 
 N, SHARD_SIZE = 60, 10  # 6 shards
 
@@ -22,10 +24,14 @@ def dataset(tmp_path_factory) -> Path:
     """Sample i: z[0] = i, label i % 10, and an image whose every pixel is i: any re-pairing shows."""
     directory = tmp_path_factory.mktemp("stream") / "train"
     index = torch.arange(N)
-    with writing_dataset(directory, shard_size=SHARD_SIZE, value_range=(0.0, 255.0)) as writer:
+    with writing_dataset(directory, shard_size=SHARD_SIZE, value_range=(0.0, 255.0), num_classes=10) as writer:
         writer.add_batch([f"{i:08d}" for i in range(N)], index % 10,
                          index.float()[:, None, None, None].expand(N, 1, 4, 4), {"z": index[:, None].float()})
     return directory
+
+
+def stream(directory: Path, **options) -> StreamedSamples:
+    return StreamedSamples(open_dataset(directory), **options)
 
 
 def take(samples: StreamedSamples, count: int, seed: int = 0, start: int = 0, batch_size: int = 10) -> list:
@@ -33,7 +39,7 @@ def take(samples: StreamedSamples, count: int, seed: int = 0, start: int = 0, ba
 
 
 def test_every_sample_comes_once_per_epoch_with_its_own_label_and_image(dataset):
-    samples = StreamedSamples(dataset, workers=2, buffer=1)  # buffer 1: no sample crosses into the next epoch
+    samples = stream(dataset, workers=2, buffer=1)  # buffer 1: no sample crosses into the next epoch
     batches = take(samples, N // 10)
     z = torch.cat([b[0][:, 0] for b in batches]).long()
     assert sorted(z.tolist()) == list(range(N))
@@ -44,7 +50,7 @@ def test_every_sample_comes_once_per_epoch_with_its_own_label_and_image(dataset)
 
 
 def test_the_order_comes_from_the_seed(dataset):
-    samples = StreamedSamples(dataset, workers=2, buffer=8)
+    samples = stream(dataset, workers=2, buffer=8)
     first, again, other = take(samples, 9), take(samples, 9), take(samples, 9, seed=1)
     assert all(torch.equal(a[0], b[0]) for a, b in zip(first, again))
     assert not all(torch.equal(a[0], b[0]) for a, b in zip(first, other))
@@ -53,7 +59,7 @@ def test_the_order_comes_from_the_seed(dataset):
 @pytest.mark.parametrize("start", [1, 4, 7])
 def test_starting_at_a_batch_gives_the_rest_of_the_same_order(dataset, start):
     # 2 workers take turns: a start on an odd batch must still come out in order (and across an epoch boundary).
-    samples = StreamedSamples(dataset, workers=2, buffer=8)
+    samples = stream(dataset, workers=2, buffer=8)
     whole = take(samples, 12)
     resumed = take(samples, 12 - start, start=start)
     assert [b[0].tolist() for b in resumed] == [b[0].tolist() for b in whole[start:]]
@@ -61,25 +67,26 @@ def test_starting_at_a_batch_gives_the_rest_of_the_same_order(dataset, start):
 
 def test_more_workers_than_shards_is_refused_in_one_line(dataset):
     with pytest.raises(ValueError) as error:
-        StreamedSamples(dataset, workers=7)
+        stream(dataset, workers=7)
     assert str(error.value) == (f"{dataset}: 6 shard(s) for 7 stream slot(s) (ranks x loader_workers); allowed: at "
                                 f"least one shard per slot: lower train.loader_workers or write smaller shards")
 
 
-def test_class_means_match_the_in_memory_ones(dataset):
-    in_memory = PairedSamples.from_dataset(load_dataset(dataset))
-    assert torch.allclose(StreamedSamples(dataset).class_mean_images(), in_memory.class_mean_images())
+def test_class_means_are_the_stored_ones_and_match_the_in_memory_sums(dataset):
+    loaded = open_dataset(dataset).load()
+    in_memory = PairedSamples(loaded["z"], loaded["label"], loaded["image"], (0.0, 255.0))
+    assert torch.equal(stream(dataset).class_mean_images(), in_memory.class_mean_images())
 
 
 def test_a_student_trains_from_a_stream(tmp_path):
     samples = teacher_samples(320, 1)
-    with writing_dataset(tmp_path / "train", shard_size=80, value_range=samples.value_range) as writer:
+    with writing_dataset(tmp_path / "train", shard_size=80, value_range=samples.value_range, num_classes=10) as writer:
         writer.add_batch([f"{i:08d}" for i in range(320)], samples.y, samples.images.float() / 255, {"z": samples.z})
     heldout = teacher_samples(100, 2)
     torch.manual_seed(0)
     student = StudentGenerator(IM, 16, 10, 32, [32, 32, 16, 8])
-    untrained = evaluate_student(student, heldout)
+    untrained = heldout_fidelity(student, heldout)
     settings = TrainSettings(steps=40, batch_size=32, lr=2e-3, log_every=10, eval_every=100)
-    final = distill(student, ProjectionDiscriminator(1, 10, [8, 16, 32]), StreamedSamples(tmp_path / "train"),
-                    heldout, LossWeights(), settings, seed=0)
+    final = distill(student, ProjectionDiscriminator(1, 10, [8, 16, 32]), stream(tmp_path / "train"),
+                    heldout, LossSettings(), settings, seed=0)
     assert final["l1"] < untrained["l1"] / 2

@@ -1,9 +1,11 @@
 import pytest
 import torch
 
-from skdcgn.losses import KL_PLACES, LossWeights, generator_loss, kl_loss, layer_weights, pixel_kl_loss, pixel_loss
-from skdcgn.students import (ProjectionDiscriminator, StudentGenerator, count_parameters, load_student,
-                             load_students, save_student)
+from skdcgn.distillation.checkpoints import load_student, load_students, save_student
+from skdcgn.distillation.losses import (KL_PLACES, generator_loss, kl_loss, layer_weights, pixel_kl_loss,
+                                        pixel_loss)
+from skdcgn.distillation.students import ProjectionDiscriminator, StudentGenerator, count_parameters
+from skdcgn.settings import LossSettings
 
 TEACHER = {"kind": "synthetic", "image_size": 32, "num_classes": 10}
 
@@ -75,7 +77,7 @@ def test_kl_place_selects_what_is_compared():
     torch.manual_seed(1)
     disc = ProjectionDiscriminator(3, 10, [16, 32, 64]).eval()  # eval: spectral norm's power step stays put
     fake, real, y = torch.rand(4, 3, 32, 32) * 2 - 1, torch.rand(4, 3, 32, 32) * 2 - 1, torch.arange(4)
-    features, last, pixels = (generator_loss(LossWeights(kl_weight=1.0, kl_on=place), fake, real, disc(fake, y),
+    features, last, pixels = (generator_loss(LossSettings(kl_weight=1.0, kl_on=place), fake, real, disc(fake, y),
                                              disc(real, y))[1]["kl"] for place in KL_PLACES)
     teacher_features, student_features = disc(real, y)[1], disc(fake, y)[1]
     assert features == pytest.approx(kl_loss(teacher_features, student_features, 4.0).item(), rel=1e-5)
@@ -86,11 +88,11 @@ def test_kl_place_selects_what_is_compared():
 
 def test_only_a_pixel_kl_leaves_the_discriminator_out():
     pixel_only = {"adversarial_weight": 0.0, "feature_weight": 0.0}
-    assert not LossWeights(**pixel_only, kl_weight=1.0, kl_on="pixels").needs_discriminator
-    assert LossWeights(**pixel_only, kl_weight=1.0, kl_on="last_layer").needs_discriminator
-    assert not LossWeights(**pixel_only, kl_weight=0.0, kl_on="features").needs_discriminator
-    with pytest.raises(ValueError, match="kl_on 'logits'; allowed: features, last_layer, pixels"):
-        LossWeights(kl_on="logits")
+    assert not LossSettings(**pixel_only, kl_weight=1.0, kl_on="pixels").needs_discriminator
+    assert LossSettings(**pixel_only, kl_weight=1.0, kl_on="last_layer").needs_discriminator
+    assert not LossSettings(**pixel_only, kl_weight=0.0, kl_on="features").needs_discriminator
+    with pytest.raises(ValueError, match="^kl_on: 'logits' is not allowed; allowed: features, last_layer, pixels$"):
+        LossSettings(kl_on="logits")
 
 
 def student_gradient(kl_weight: float, kl_on: str = "features") -> list[torch.Tensor]:
@@ -100,7 +102,7 @@ def student_gradient(kl_weight: float, kl_on: str = "features") -> list[torch.Te
     z, y = torch.randn(8, 16), torch.arange(8)
     teacher_images = torch.rand(8, 3, 32, 32) * 2 - 1
     fake = student(z, y)
-    weights = LossWeights(kl_weight=kl_weight, kl_on=kl_on)
+    weights = LossSettings(kl_weight=kl_weight, kl_on=kl_on)
     loss, parts = generator_loss(weights, fake, teacher_images, disc(fake, y), disc(teacher_images, y))
     loss.backward()
     assert parts["kl"] > 0
@@ -119,17 +121,18 @@ def test_kl_weight_changes_the_student_gradient(kl_on):
 
 
 def test_negative_weight_is_refused():
-    with pytest.raises(ValueError, match="kl_weight = -1"):
-        LossWeights(kl_weight=-1)
+    with pytest.raises(ValueError, match="^kl_weight: -1 is out of range; allowed: float >= 0.0$"):
+        LossSettings(kl_weight=-1)
 
 
-def test_checkpoint_carries_its_config(tmp_path):
+def test_checkpoint_carries_its_config_and_loads_onto_any_device(tmp_path, device):
     student = make_student("texture", widths=(32, 32, 16, 8))
     save_student(tmp_path / "s.pt", student, TEACHER)
-    loaded, teacher = load_student(tmp_path / "s.pt")
+    loaded, teacher = load_student(tmp_path / "s.pt", device)
     assert teacher == TEACHER and loaded.config == student.config and not loaded.training
+    assert next(loaded.parameters()).device.type == device.type
     z, y = torch.randn(4, 16), torch.arange(4)
-    assert torch.equal(loaded(z, y), student.eval()(z, y))
+    torch.testing.assert_close(loaded(z.to(device), y.to(device)).cpu(), student.eval()(z, y), atol=1e-5, rtol=0)
 
 
 @pytest.mark.parametrize("content", [b"", b"garbage" * 100, None])

@@ -2,18 +2,22 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import pytest
 import torch
 
-from skdcgn import IMS
-from skdcgn.palette import BACKGROUND_RGB, FOREGROUND_RGB, as_unit_range
-from skdcgn.teachers import TEACHER_KINDS, make_teacher
+from skdcgn.mechanisms import IMS
+from skdcgn.mnist.palette import BACKGROUND_RGB, FOREGROUND_RGB, as_unit_range
+from skdcgn.settings import SyntheticSettings, TeacherSettings
+from skdcgn.teachers.registry import make_teacher
 from skdcgn.teachers.synthetic import SyntheticTeacher
 
 
 @pytest.fixture(scope="module")
 def teacher() -> SyntheticTeacher:
-    return SyntheticTeacher(image_size=32)
+    return SyntheticTeacher()
 
 
 def noise(teacher: SyntheticTeacher, im: str, n: int, seed: int = 0) -> torch.Tensor:
@@ -31,26 +35,25 @@ def per_class(n_per_class: int) -> torch.Tensor:
 # ---- registry and identity -----------------------------------------------------------------------------
 
 
-def test_make_teacher_builds_synthetic_with_options():
-    built = make_teacher("synthetic", image_size=64)
-    assert TEACHER_KINDS == ("synthetic", "cgn-mnist")
+def test_the_registry_builds_the_kind_from_its_own_section():
+    built = make_teacher(TeacherSettings(synthetic=SyntheticSettings(image_size=64)))
     assert isinstance(built, SyntheticTeacher) and built.image_size == 64
 
 
-def test_synthetic_teacher_mirrors_double_colored_only():
-    with pytest.raises(ValueError, match="double_colored MNIST only; got variant 'wildlife'"):
-        make_teacher("synthetic", variant="wildlife")
-
-
-def test_unknown_teacher_kind_names_allowed_kinds():
-    with pytest.raises(ValueError, match=r"unknown teacher kind 'nope'; allowed: synthetic, cgn-mnist"):
-        make_teacher("nope")
+def test_the_registry_imports_only_the_kind_in_use():
+    # A teacher's heavy dependencies load only when it is used: building the synthetic teacher must not import
+    # the checkpointed kinds' modules.
+    script = ("import sys; from skdcgn.settings import TeacherSettings; from skdcgn.teachers.registry import "
+              "make_teacher; make_teacher(TeacherSettings()); "
+              "print(sorted(m for m in sys.modules if m.startswith('skdcgn.teachers.')))")
+    loaded = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True).stdout
+    assert "skdcgn.teachers.synthetic" in loaded and "cgn_mnist" not in loaded and "checkpoints" not in loaded
 
 
 def test_identity_records_noise_layout(teacher):
     assert teacher.identity() == {
         "kind": "synthetic",
-        "variant": "double_colored",
+        "mirrors": "double_colored",
         "image_size": 32,
         "num_classes": 10,
         "z_dims": {"shape": 16, "texture": 8, "background": 8},
@@ -74,7 +77,7 @@ def test_same_inputs_give_identical_images_across_calls_and_instances(teacher, i
     z, y = noise(teacher, im, 64), cycling_labels(64)
     first = teacher(im, z, y)
     assert torch.equal(first, teacher(im, z, y))
-    assert torch.equal(first, SyntheticTeacher(image_size=32)(im, z, y))
+    assert torch.equal(first, SyntheticTeacher()(im, z, y))
 
 
 @pytest.mark.parametrize("im", IMS)
@@ -104,7 +107,7 @@ def test_every_noise_dimension_changes_the_image(teacher, im):
 @pytest.mark.parametrize("size", [32, 64])
 @pytest.mark.parametrize("im", IMS)
 def test_output_shape_dtype_and_range(im, size):
-    t = SyntheticTeacher(image_size=size)
+    t = SyntheticTeacher(SyntheticSettings(image_size=size))
     z = noise(t, im, 40) * 3  # well into the tanh tails
     out = t(im, z, cycling_labels(40))
     channels = 1 if im == "shape" else 3
@@ -132,7 +135,7 @@ def test_masks_are_near_binary_like_the_cgn_teachers(teacher):
 
 @pytest.mark.parametrize("size", [32, 64])
 def test_digits_never_touch_the_frame_even_for_extreme_noise(size):
-    t = SyntheticTeacher(image_size=size)
+    t = SyntheticTeacher(SyntheticSettings(image_size=size))
     signs = torch.randn(2000, 16, generator=torch.Generator().manual_seed(2)).sign()
     m = t("shape", signs * 10, cycling_labels(2000))[:, 0]
     border = torch.cat([m[:, 0], m[:, -1], m[:, :, 0], m[:, :, -1]], dim=1)
@@ -240,3 +243,38 @@ def test_unknown_mechanism_names_allowed_mechanisms(teacher):
 def test_labels_outside_the_classes_are_refused(teacher):
     with pytest.raises(ValueError, match=r"0\.\.9"):
         teacher("texture", torch.zeros(2, 8), torch.tensor([3, 10]))
+
+
+# ---- many classes, large images, any device ------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def large() -> SyntheticTeacher:
+    return SyntheticTeacher(SyntheticSettings(num_classes=1000, image_size=256))
+
+
+def test_many_classes_keep_the_first_ten_and_repeat_the_digits(large):
+    ten = SyntheticTeacher(SyntheticSettings(image_size=256))
+    z, y = noise(large, "shape", 20, seed=3), cycling_labels(20)
+    assert torch.equal(large("shape", z, y), ten("shape", z, y))  # classes 0-9: the 10-class teacher's
+    later = large("shape", z, y + 990)  # classes 990-999 draw digits 0-9 again
+    assert torch.equal(later, ten("shape", z, y))
+    assert large.mirrors is None and ten.mirrors == "double_colored"
+
+
+@pytest.mark.parametrize("im", ["texture", "background"])
+def test_classes_past_the_palette_get_distinct_colours_in_range(large, im):
+    y = torch.arange(1000)
+    out = large(im, noise(large, im, 1000, seed=4), y)
+    assert out.shape == (1000, 3, 256, 256) and out.min() >= -1 and out.max() <= 1
+    colours = out.mean(dim=(2, 3))
+    assert torch.cdist(colours[10:], colours[10:]).fill_diagonal_(1.0).min() > 1e-3
+
+
+@pytest.mark.parametrize("im", IMS)
+def test_the_teacher_moves_to_a_device_and_draws_the_same_images(teacher, im, device):
+    z, y = noise(teacher, im, 50, seed=5), cycling_labels(50)
+    moved = SyntheticTeacher().to(device)
+    out = moved(im, z, y)
+    assert out.device.type == device.type
+    torch.testing.assert_close(out.cpu(), teacher(im, z, y), atol=1e-5, rtol=0)

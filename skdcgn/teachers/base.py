@@ -7,31 +7,34 @@ give the same image, or a stored pair would not describe the function the studen
 
 from __future__ import annotations
 
+from functools import partial
+from typing import Callable
+
 import torch
 
-from skdcgn import IMS
+from skdcgn.mechanisms import IMS
 
-# Masks are 1-channel in [0, 1]; textures and backgrounds are RGB in [-1, 1].
-CHANNELS = {"shape": 1, "texture": 3, "background": 3}
-VALUE_RANGE = {"shape": (0.0, 1.0), "texture": (-1.0, 1.0), "background": (-1.0, 1.0)}
-# The MNIST variants of the CGN paper: what a teacher mirrors, and what evaluation rebuilds from real digits.
-VARIANTS = ("colored", "double_colored", "wildlife")
+Mechanism = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
 
 class Teacher:
-    """Base class: subclasses set `kind`, `variant`, `image_size`, `num_classes`, `z_dims` and implement `_render`.
+    """Base class: subclasses set `kind`, `image_size`, `num_classes`, `z_dims` and implement `_render`, and
+    `to` when they hold tensors.
 
-    `variant` names the dataset the teacher mirrors (e.g. double_colored MNIST): evaluation builds that one.
+    `mirrors` names the dataset a teacher imitates where evaluation can rebuild it from real data (an MNIST
+    variant such as double_colored), else None.
     """
 
     kind: str = "abstract"
-    variant: str
     image_size: int
     num_classes: int
     z_dims: dict[str, int]
+    mirrors: str | None = None
+    device: torch.device = torch.device("cpu")
 
     def __call__(self, im: str, z: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        """Image batch (B, C, H, W) of mechanism `im` for noise z (B, z_dim) and classes y (B,) int64."""
+        """Image batch (B, C, H, W) on the teacher's device for noise z (B, z_dim) and classes y (B,) int64,
+        from any device."""
         if im not in IMS:
             raise ValueError(f"unknown mechanism {im!r}; allowed: {', '.join(IMS)}")
         if z.ndim != 2 or z.shape[1] != self.z_dims[im] or y.shape != z.shape[:1]:
@@ -39,11 +42,22 @@ class Teacher:
                 f"{self.kind} teacher, {im}: expected z of shape (B, {self.z_dims[im]}) and y of shape (B,), "
                 f"got {tuple(z.shape)} and {tuple(y.shape)}"
             )
+        if y.numel() and (int(y.min()) < 0 or int(y.max()) >= self.num_classes):
+            raise ValueError(f"class labels must be in 0..{self.num_classes - 1}, got {y.min()}..{y.max()}")
         with torch.no_grad():
-            return self._render(im, z.float(), y.long())
+            return self._render(im, z.to(self.device, torch.float32), y.to(self.device, torch.long))
 
     def _render(self, im: str, z: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
+
+    def to(self, device: torch.device | str) -> "Teacher":
+        """Move the teacher's networks or tensors to `device`; returns itself."""
+        self.device = torch.device(device)
+        return self
+
+    def mechanisms(self) -> dict[str, Mechanism]:
+        """Each mechanism as a function (z, y) -> image, as composition takes students too."""
+        return {im: partial(self, im) for im in self.z_dims}
 
     def num_parameters(self, im: str) -> int:
         """How many numbers define this mechanism (learned weights, or a procedural teacher's constants)."""
@@ -51,4 +65,5 @@ class Teacher:
 
     def identity(self) -> dict:
         """What a student checkpoint records about its teacher, so mismatched sets can be refused."""
-        return {"kind": self.kind, "variant": self.variant, "image_size": self.image_size, "num_classes": self.num_classes}
+        return {"kind": self.kind, "image_size": self.image_size, "num_classes": self.num_classes,
+                "z_dims": dict(self.z_dims), "mirrors": self.mirrors}

@@ -4,6 +4,10 @@ It lets sampling, distillation and evaluation run offline and in CI without the 
 still posing a real learning problem: each mechanism is a smooth, non-trivial function of its own noise, so a
 student has to model pose, handwriting-like deformation and texture rather than memorise ten images.
 
+Any number of classes and any image size (`teacher.synthetic`), so that the many-class, large-image path runs in
+CI: class c draws digit c mod 10; the first ten classes take the double-colored MNIST palettes (then the teacher
+mirrors that dataset), later ones colours drawn once from a fixed seed.
+
 Noise layout (each z ~ N(0, 1); every dimension enters through tanh or a sigmoid, the jitter ones after a fixed
 linear projection, so outputs stay bounded and vary smoothly with z):
     shape (16):      0-1 shift x/y, 2 rotation, 3 height, 4 width, 5 slant, 6 stroke width,
@@ -19,7 +23,8 @@ from typing import Callable, Sequence
 
 import torch
 
-from skdcgn.palette import BACKGROUND_RGB, FOREGROUND_RGB, as_unit_range
+from skdcgn.mnist.palette import BACKGROUND_RGB, FOREGROUND_RGB, as_unit_range
+from skdcgn.settings import SyntheticSettings
 from skdcgn.teachers.base import Teacher
 
 # A stroke point is (x, y) or (x, y, anchor_x, anchor_y): the latter belongs to an optional stroke part that
@@ -78,6 +83,8 @@ SHAPE_CONSTANTS = {
 EDGE_PX = 1.0  # anti-aliasing band; stays one pixel at any image size
 JITTER_DIMS = 8
 JITTER_SEED = 20210412
+COLOUR_SEED = 20210413  # the colours of classes past the ten of the palettes
+DIGITS = 10
 COLOUR_SCALE = 0.9  # leaves 0.1 of headroom for the patterns, so nothing needs clipping
 # Low frequencies (0.5 to 2.5 cycles per image): the real CGN-MNIST texture heads are nearly constant per class.
 TEXTURE_CONSTANTS = {"freq_min": 0.5, "freq_range": 2.0, "amp": 0.07, "amp_range": 0.03}
@@ -105,6 +112,11 @@ class _Skeleton:
         field = _random_field(generator)
         self.jitter_points = field(self.points)
         self.jitter_anchors = field(self.anchors)
+
+    def to(self, device: torch.device) -> "_Skeleton":
+        for name in ("points", "anchors", "segments", "is_optional", "jitter_points", "jitter_anchors"):
+            setattr(self, name, getattr(self, name).to(device))
+        return self
 
     def num_parameters(self) -> int:
         """Point coordinates and jitter rows; anchors only count where they differ from their point."""
@@ -136,6 +148,17 @@ def _sigmoid(x: torch.Tensor) -> torch.Tensor:
     return 0.5 + 0.5 * torch.tanh(0.5 * x)
 
 
+def _class_colours(palette: tuple, num_classes: int, stream: int) -> torch.Tensor:
+    """(num_classes, 3) colours in [-1, 1] (times COLOUR_SCALE): the palette's, then seeded ones for classes past
+    it; `stream` keeps foreground and background draws apart."""
+    colours = as_unit_range(palette)[:num_classes]
+    extra = num_classes - len(colours)
+    if extra > 0:
+        generator = torch.Generator().manual_seed(COLOUR_SEED + stream)
+        colours = torch.cat([colours, torch.rand(extra, 3, generator=generator) * 2 - 1])
+    return colours * COLOUR_SCALE
+
+
 def _smoothstep(t: torch.Tensor) -> torch.Tensor:
     t = t.clamp(0.0, 1.0)
     return t * t * (3.0 - 2.0 * t)
@@ -146,25 +169,25 @@ class SyntheticTeacher(Teacher):
 
     kind = "synthetic"
 
-    def __init__(self, image_size: int = 32, variant: str = "double_colored") -> None:
-        if variant != "double_colored":
-            raise ValueError(f"the synthetic teacher mirrors double_colored MNIST only; got variant {variant!r}")
-        if image_size < 8:
-            raise ValueError(f"image_size must be at least 8, got {image_size}")
-        self.image_size = image_size
-        self.variant = variant
-        self.num_classes = 10
+    def __init__(self, settings: SyntheticSettings = SyntheticSettings()) -> None:
+        self.image_size = size = settings.image_size
+        self.num_classes = settings.num_classes
+        self.mirrors = "double_colored" if self.num_classes == DIGITS else None
         self.z_dims = {"shape": 16, "texture": 8, "background": 8}
         generator = torch.Generator().manual_seed(JITTER_SEED)
-        self._skeletons = [_Skeleton(SKELETONS[c], generator) for c in range(self.num_classes)]
-        self._foreground = as_unit_range(FOREGROUND_RGB) * COLOUR_SCALE
-        self._background = as_unit_range(BACKGROUND_RGB) * COLOUR_SCALE
+        self._skeletons = [_Skeleton(SKELETONS[d], generator) for d in range(DIGITS)]
+        self._foreground = _class_colours(FOREGROUND_RGB, self.num_classes, 0)
+        self._background = _class_colours(BACKGROUND_RGB, self.num_classes, 1)
         # Pixel centres, in pixels from the image centre (shape) and in [-1, 1] (patterns).
-        self._grid_px = torch.arange(image_size, dtype=torch.float32) + 0.5 - image_size / 2
-        self._grid_unit = self._grid_px * (2.0 / image_size)
+        self._grid_px = torch.arange(size, dtype=torch.float32) + 0.5 - size / 2
+        self._grid_unit = self._grid_px * (2.0 / size)
 
-    def identity(self) -> dict:
-        return {**super().identity(), "z_dims": dict(self.z_dims)}
+    def to(self, device: torch.device | str) -> "SyntheticTeacher":
+        device = torch.device(device)
+        self._skeletons = [skeleton.to(device) for skeleton in self._skeletons]
+        for name in ("_foreground", "_background", "_grid_px", "_grid_unit"):
+            setattr(self, name, getattr(self, name).to(device))
+        return super().to(device)
 
     def num_parameters(self, im: str) -> int:
         if im == "shape":
@@ -177,8 +200,6 @@ class SyntheticTeacher(Teacher):
         raise ValueError(f"unknown mechanism {im!r}; allowed: {', '.join(self.z_dims)}")
 
     def _render(self, im: str, z: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        if y.numel() and (int(y.min()) < 0 or int(y.max()) >= self.num_classes):
-            raise ValueError(f"class labels must be in 0..{self.num_classes - 1}, got {y.min()}..{y.max()}")
         if im == "shape":
             return self._shape(z, y)
         if im == "texture":
@@ -189,13 +210,13 @@ class SyntheticTeacher(Teacher):
 
     def _shape(self, z: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         size = self.image_size
-        out = torch.zeros(len(z), 1, size, size)
-        # Grouping by class lets each digit use only its own segments instead of padding to the longest one.
-        for c, skeleton in enumerate(self._skeletons):
-            idx = (y == c).nonzero().squeeze(1)
+        out = torch.zeros(len(z), 1, size, size, device=z.device)
+        # Grouping by digit lets each use only its own segments instead of padding to the longest one.
+        for digit, skeleton in enumerate(self._skeletons):
+            idx = (y % DIGITS == digit).nonzero().squeeze(1)
             if len(idx) == 0:
                 continue
-            points, radius = self._pose(skeleton, c, z[idx])
+            points, radius = self._pose(skeleton, digit, z[idx])
             chunk = max(1, SHAPE_CHUNK_PIXELS // (len(skeleton.segments) * size * size))
             masks = [
                 self._draw(points[i : i + chunk], skeleton.segments, radius[i : i + chunk])
@@ -204,12 +225,12 @@ class SyntheticTeacher(Teacher):
             out[idx] = torch.cat(masks)[:, None]
         return out
 
-    def _pose(self, skeleton: _Skeleton, c: int, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def _pose(self, skeleton: _Skeleton, digit: int, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Skeleton points in pixels from the image centre (B, P, 2), and stroke radii (B,)."""
         k = SHAPE_CONSTANTS
         unit = self.image_size / 32
         t = torch.tanh(z[:, :7])
-        presence = _sigmoid(k["style_gain"] * (z[:, 7] - STYLE_BIAS[c]))[:, None, None]
+        presence = _sigmoid(k["style_gain"] * (z[:, 7] - STYLE_BIAS[digit]))[:, None, None]
         points = skeleton.anchors + presence * (skeleton.points - skeleton.anchors)
         jitter = skeleton.jitter_anchors + presence[..., None] * (skeleton.jitter_points - skeleton.jitter_anchors)
         points = points + k["jitter"] * torch.tanh((jitter * z[:, None, None, 8:]).sum(-1))
@@ -268,7 +289,7 @@ class SyntheticTeacher(Teacher):
 
     def _chunked(self, fn: Callable, z: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         """Bound peak memory at large image sizes; each sample is computed independently anyway."""
-        out = torch.empty(len(z), 3, self.image_size, self.image_size)
+        out = torch.empty(len(z), 3, self.image_size, self.image_size, device=z.device)
         for i in range(0, len(z), PATTERN_CHUNK):
             out[i : i + PATTERN_CHUNK] = fn(z[i : i + PATTERN_CHUNK], y[i : i + PATTERN_CHUNK])
         return out

@@ -1,0 +1,70 @@
+"""The classifier protocol as the reference and evaluate stages run it: same test set, same seeds, progress.
+
+This is where the generic protocol (skdcgn.evaluation) meets a domain: the CGN paper's digit CNN judges the
+counterfactuals, and the real digits of `evaluate.data: mnist` (skdcgn.mnist) are the OOD test set of a teacher
+that mirrors an MNIST variant.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from pipeline.common import exit_on_error
+from pipeline.params import Params
+from skdcgn.evaluation.protocol import (Classifier, Labelled, factual_set, ood_test_set, real_vs_counterfactual,
+                                        train_and_test)
+from skdcgn.mnist.digit_cnn import DigitCNN
+from skdcgn.mnist.idx import MnistUnavailable
+from skdcgn.mnist.real_digits import hard_part, mnist_sets
+from skdcgn.mnist.variants import VARIANTS
+from skdcgn.teachers.base import Teacher
+from skdcgn.utils.progress import progress
+
+
+def evaluation_sets(params: Params, teacher: Teacher, with_factual: bool) -> tuple[Labelled | None, Labelled]:
+    """(factual training set, or None when not asked for, and the OOD test set) from `evaluate.data`. Teacher
+    data: the factual set has as many images as the counterfactual sets. Real digits: the part not tested on."""
+    settings = params.evaluate
+    mnist_variant = teacher.mirrors if teacher.mirrors in VARIANTS else None
+    with exit_on_error(MnistUnavailable):
+        if settings.data == "mnist":
+            if mnist_variant is None:
+                raise ValueError(f"evaluate.data mnist needs a teacher that mirrors an MNIST variant "
+                                 f"({', '.join(VARIANTS)}); this {teacher.kind} teacher mirrors none; allowed: "
+                                 f"evaluate.data teacher")
+            factual, test = mnist_sets(Path(settings.mnist_dir), mnist_variant, settings.test_size, params.seed,
+                                       Path(settings.textures_dir))
+            return (factual if with_factual else None), test
+        hard = hard_part(mnist_variant) if mnist_variant else None
+        test = ood_test_set(teacher, settings.test_size, params.seed, hard)
+        return (factual_set(teacher, params.compose.n, params.seed) if with_factual else None), test
+
+
+def classifier_for(teacher: Teacher, device: torch.device) -> Classifier:
+    """The CGN paper's digit CNN, one output per teacher class."""
+    return Classifier(DigitCNN, teacher.num_classes, device)
+
+
+def scores_on_test(name: str, train: Labelled, test: Labelled, params: Params,
+                   classifier: Classifier) -> tuple[dict, torch.Tensor]:
+    with progress(f"classifier on {name} ({len(train.labels)} images)", params.evaluate.epochs, every=1) as advance:
+        return train_and_test(train, test, params.evaluate, params.seed, classifier,
+                              on_epoch=lambda epoch, loss: advance(loss=loss))
+
+
+def real_or_counterfactual(real: Labelled, counterfactual: Labelled, params: Params,
+                           classifier: Classifier) -> dict[str, float]:
+    with progress("real vs counterfactual classifier", params.evaluate.epochs, every=1) as advance:
+        return real_vs_counterfactual(real, counterfactual, params.evaluate, params.seed, classifier,
+                                      on_epoch=lambda epoch, loss: advance(loss=loss))
+
+
+def write_confusion(path: Path, confusion: torch.Tensor) -> None:
+    """One (actual, predicted) row per test image: the layout DVC's confusion template reads."""
+    lines = ["actual,predicted"]
+    for actual, row in enumerate(confusion.tolist()):
+        for predicted, count in enumerate(row):
+            lines += [f"{actual},{predicted}"] * count
+    Path(path).write_text("\n".join(lines) + "\n")

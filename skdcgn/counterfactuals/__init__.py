@@ -1,0 +1,1 @@
+"""Counterfactual images x = m * f + (1 - m) * b, each mechanism with its own noise and class."""

@@ -1,0 +1,68 @@
+"""How faithful a student is, on teacher samples it never trained on, read chunk by chunk.
+
+The held-out set is read from its shards at every evaluation (`ShardSamples`), so memory holds one chunk
+whatever the set's size; decoding a few thousand images costs far less than the steps between evaluations.
+"""
+
+from __future__ import annotations
+
+from typing import Iterator, Protocol
+
+import torch
+
+from skdcgn.distillation.data import Batch
+from skdcgn.distillation.students import StudentGenerator
+from skdcgn.metrics.fidelity import CHUNK, Fidelity
+from skdcgn.shards.format import decode_images
+from skdcgn.shards.reading import Dataset
+
+
+class HeldoutSamples(Protocol):
+    value_range: tuple[float, float]
+
+    def chunks(self, size: int) -> Iterator[Batch]: ...
+
+
+class ShardSamples:
+    """An opened dataset's samples in manifest order, `size` at a time, on a device."""
+
+    def __init__(self, dataset: Dataset, device: torch.device | str = "cpu"):
+        self.dataset, self.device, self.value_range = dataset, torch.device(device), dataset.value_range
+
+    def chunks(self, size: int) -> Iterator[Batch]:
+        for chunk in self.dataset.chunks(size):
+            yield (chunk["z"].float().to(self.device), chunk["label"].to(self.device),
+                   chunk["image"].to(self.device))
+
+
+@torch.no_grad()
+def heldout_fidelity(student: StudentGenerator, heldout: HeldoutSamples) -> dict[str, float]:
+    """Fidelity of the student on held-out teacher samples, in eval mode (as it will be used), in float32."""
+    was_training = student.training
+    student.eval()
+    meter = Fidelity(student.config["im"])
+    for z, y, images in heldout.chunks(CHUNK):
+        meter.update(student(z, y).float(), decode_images(images, heldout.value_range))
+    student.train(was_training)
+    return meter.result()
+
+
+def baseline_fidelity(im: str, class_means: torch.Tensor, heldout: HeldoutSamples) -> dict[str, float]:
+    """Fidelity of predicting each class's mean teacher image: what a lookup table reaches without learning."""
+    means = decode_images(class_means.cpu(), heldout.value_range)
+    meter = Fidelity(im)
+    for _, y, images in heldout.chunks(CHUNK):
+        meter.update(means[y.cpu()], decode_images(images.cpu(), heldout.value_range))
+    return meter.result()
+
+
+def grid_samples(heldout: HeldoutSamples, per_class: int, total: int) -> Batch:
+    """The first `per_class` samples of each class, up to `total`, in class order: a grid's rows show what the
+    student gets right and where it blurs."""
+    picked: dict[int, list] = {}
+    for z, y, images in heldout.chunks(CHUNK):
+        for i, label in enumerate(y.tolist()):
+            if len(picked.setdefault(label, [])) < per_class:
+                picked[label].append((z[i], y[i], images[i]))
+    rows = [row for label in sorted(picked) for row in picked[label]][:total]
+    return tuple(torch.stack(column) for column in zip(*rows))

@@ -1,0 +1,52 @@
+"""Teacher samples for one mechanism: (z, y) -> teacher image, stored together as shards."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from skdcgn.mechanisms import VALUE_RANGE
+from skdcgn.settings import GenerateSettings
+from skdcgn.shards.codec import ImageCodec
+from skdcgn.shards.writer import writing_dataset
+from skdcgn.teachers.base import Teacher
+
+
+def class_balanced_labels(per_class: int, num_classes: int) -> torch.Tensor:
+    """0, 1, ..., K-1, 0, 1, ...: every shard (and every prefix) holds all classes in equal measure."""
+    return torch.arange(per_class * num_classes) % num_classes
+
+
+def sample_teacher(teacher: Teacher, im: str, directory: Path, per_class: int, generator: torch.Generator,
+                   settings: GenerateSettings, *, advance=None, resume: bool = False, writers: int = 0,
+                   class_means: bool = True) -> None:
+    """Teacher images for class-balanced labels and seeded noise, on the teacher's device, in shards of
+    `settings.shard_size` from forward batches of `settings.batch_size`, stored as `settings` says for `im`.
+    With `class_means`, the mean image per class is summed as they are written (a training set's: the baseline).
+    With `resume`, the whole shards a killed run left in the partial directory are kept and sampling goes on
+    after them (the caller checks they are ours). `writers` worker processes encode the shards while the teacher
+    runs (0: in this process)."""
+    codec = ImageCodec.of(settings, im)
+    labels = class_balanced_labels(per_class, teacher.num_classes)
+    # All the noise is drawn up front, on the CPU, so a resumed run, or one on another device, hands the teacher
+    # the same z as an uninterrupted one.
+    noise = torch.randn(len(labels), teacher.z_dims[im], generator=generator)
+    info = {"im": im, "teacher": teacher.identity(), "teacher_parameters": teacher.num_parameters(im)}
+    with writing_dataset(directory, resume=resume, shard_size=settings.shard_size, value_range=VALUE_RANGE[im],
+                         info=info, writers=writers, codec=codec,
+                         num_classes=teacher.num_classes if class_means else 0) as writer:
+        done = writer.num_samples
+        if advance:
+            advance(done)
+        # The batch grid stays that of an uninterrupted run: the teacher sees the same batches, the same bytes.
+        for start in range(0, len(labels), settings.batch_size):
+            stop = min(start + settings.batch_size, len(labels))
+            if stop <= done:
+                continue
+            z, y = noise[start:stop], labels[start:stop]
+            kept = slice(max(done - start, 0), None)
+            keys = [f"{i:08d}" for i in range(start, stop)][kept]
+            writer.add_batch(keys, y[kept], teacher(im, z, y)[kept], {"z": z[kept]})
+            if advance:
+                advance(len(keys))

@@ -1,0 +1,1 @@
+"""Training machinery that knows nothing of GANs: resumable state, divergence checks, data parallelism, schedules."""

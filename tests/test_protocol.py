@@ -1,0 +1,71 @@
+"""Evaluation data from real digits: disjoint parts, colours frozen by the seed, the hard same-colour part."""
+
+import pytest
+import torch
+
+from conftest import SHARED
+from skdcgn.evaluation.protocol import Classifier, factual_set, real_vs_counterfactual
+from skdcgn.mnist.digit_cnn import DigitCNN
+from skdcgn.mnist.idx import load_mnist_test
+from skdcgn.mnist.real_digits import mnist_sets
+from skdcgn.mnist.variants import digit_masks
+from skdcgn.settings import EvaluateSettings
+from skdcgn.mnist.palette import BACKGROUND_RGB, as_unit_range
+from skdcgn.teachers.synthetic import SyntheticTeacher
+
+MNIST = SHARED / "data" / "mnist-test-half"
+
+
+@pytest.fixture(scope="module")
+def sets():
+    return mnist_sets(MNIST, "double_colored", 3000, seed=0)
+
+
+def test_factual_and_test_parts_are_disjoint_and_complete(sets):
+    factual, test = sets
+    digits, labels = load_mnist_test(MNIST, download=False)
+    assert len(factual.labels) == 2000 and len(test.labels) == 3000
+    assert torch.equal(torch.cat([factual.labels, test.labels]), labels)
+    # Each image's digit pixels are exactly the mask of its own digit: the first 2,000 digits are factual, the
+    # rest test. (Same-colour images are left out: there digit and background differ only by noise.)
+    for part, own in ((factual, digits[:2000]), (test, digits[2000:])):
+        keep = ~part.hard
+        painted = (part.images != part.images[:, :, :1, :1]).any(dim=1, keepdim=True).float()
+        assert torch.equal(painted[keep], digit_masks(own)[keep])
+
+
+def test_factual_background_follows_the_label_and_test_background_does_not(sets):
+    factual, test = sets
+    corner = lambda s: s.images[:, :, 0, 0].float() / 127.5 - 1  # noqa: E731 - a pixel that is never digit
+    palette = as_unit_range(BACKGROUND_RGB)
+    assert (corner(factual) - palette[factual.labels]).abs().max() < 0.1
+    agrees = (corner(test) - palette[test.labels]).abs().max(dim=1).values < 0.1
+    assert 0.05 < agrees.float().mean() < 0.15  # random colours: about one in ten by chance
+
+
+def test_colours_are_frozen_by_the_seed(sets):
+    again = mnist_sets(MNIST, "double_colored", 3000, seed=0)
+    assert all(torch.equal(a.images, b.images) for a, b in zip(sets, again))
+    other = mnist_sets(MNIST, "double_colored", 3000, seed=1)
+    assert not torch.equal(other[1].images, sets[1].images)
+
+
+def test_same_colour_part_is_about_a_tenth(sets):
+    hard = sets[1].hard
+    assert hard is not None and 0.07 < hard.float().mean() < 0.13
+
+
+def test_test_size_must_leave_a_factual_part():
+    with pytest.raises(ValueError, match="allowed: 1..4999"):
+        mnist_sets(MNIST, "double_colored", 5000, seed=0)
+
+
+def test_a_classifier_tells_obvious_counterfactuals_from_real_images_and_not_real_from_real():
+    teacher = SyntheticTeacher()
+    real, more_real = factual_set(teacher, 300, seed=0), factual_set(teacher, 300, seed=1)
+    protocol = EvaluateSettings(epochs=2, batch_size=32)
+    classifier = Classifier(DigitCNN, teacher.num_classes)
+    dark = real_vs_counterfactual(real, more_real._replace(images=more_real.images // 4), protocol, 0, classifier)
+    alike = real_vs_counterfactual(real, more_real, protocol, 0, classifier)
+    assert dark["train_accuracy"] > 0.95 and dark["test_accuracy"] > 0.95
+    assert abs(alike["test_accuracy"] - 0.5) < 0.1  # the same distribution: no better than a coin

@@ -1,0 +1,114 @@
+"""Each stage in dvc.yaml declares exactly the code it imports, and a resumed run matches that same code.
+
+The imports are read from the source (every `import` in a module, those inside functions too), followed from
+the stage's entry module through skdcgn/ and pipeline/; a stage that builds a teacher may build any kind, so it
+imports every kind's module (the registry loads them by name).
+"""
+
+import ast
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from pipeline.common import CODE_ROOTS, stage_code
+from skdcgn.settings import TeacherSettings
+
+ROOT = Path(__file__).resolve().parents[1]
+STAGES = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
+REGISTRY = Path("skdcgn/teachers/registry.py")
+
+
+def module_file(name: str) -> Path | None:
+    path = Path(*name.split("."))
+    for candidate in (path / "__init__.py", path.with_suffix(".py")):
+        if (ROOT / candidate).is_file():
+            return candidate
+    return None
+
+
+def imported_modules(path: Path) -> set[str]:
+    names = set()
+    for node in ast.walk(ast.parse((ROOT / path).read_text())):
+        if isinstance(node, ast.Import):
+            names.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module:
+            names.add(node.module)
+            names.update(f"{node.module}.{alias.name}" for alias in node.names)  # a submodule, maybe
+    return {name for name in names if name.split(".")[0] in CODE_ROOTS}
+
+
+def teacher_kinds() -> list[str]:
+    return [info.default.implementation.partition(":")[0] for name, info in TeacherSettings.model_fields.items()
+            if name != "kind"]
+
+
+def closure(entry: Path) -> set[Path]:
+    """Every project file `entry` imports, directly or not (a package's __init__ included)."""
+    seen, todo = set(), [entry]
+    while todo:
+        path = todo.pop()
+        if path in seen:
+            continue
+        seen.add(path)
+        names = imported_modules(path) | (set(teacher_kinds()) if path == REGISTRY else set())
+        for name in names:
+            parts = name.split(".")
+            todo += [f for i in range(1, len(parts) + 1) if (f := module_file(".".join(parts[:i]))) is not None]
+    return seen
+
+
+def docstring_only(path: Path) -> bool:
+    body = ast.parse((ROOT / path).read_text()).body
+    return len(body) == 1 and isinstance(body[0], ast.Expr) and isinstance(body[0].value, ast.Constant)
+
+
+def code(paths) -> set[Path]:
+    """The files that are code: a package `__init__.py` holding only its docstring is not."""
+    return {path for path in paths if not (path.name == "__init__.py" and docstring_only(path))}
+
+
+def entry_module(stage: str) -> Path:
+    command = STAGES[stage].get("do", STAGES[stage])["cmd"]
+    return module_file(command.split()[2])
+
+
+def test_every_package_init_holds_only_its_docstring():
+    # So leaving them out of a stage's code loses nothing: none of them runs code of its own.
+    inits = [path.relative_to(ROOT) for root in CODE_ROOTS for path in (ROOT / root).rglob("__init__.py")]
+    assert inits and [path for path in inits if not docstring_only(path)] == []
+
+
+@pytest.mark.parametrize("stage", sorted(STAGES))
+def test_a_stage_declares_exactly_the_code_it_imports(stage):
+    declared, used = code(stage_code(stage, ROOT)), code(closure(entry_module(stage)))
+    assert sorted(map(str, used - declared)) == [], "imported but not in dvc.yaml"
+    assert sorted(map(str, declared - used)) == [], "in dvc.yaml but not imported"
+
+
+def test_a_module_no_stage_imports_is_code_of_none():
+    assert all(Path("skdcgn/cli.py") not in stage_code(stage, ROOT) for stage in STAGES)
+
+
+def resume_keys(project: Path) -> dict[str, str]:
+    script = "from pipeline.common import resume_key; print(*(resume_key(s) for s in ('generate', 'distill')))"
+    out = subprocess.run([sys.executable, "-c", script], cwd=project, capture_output=True, text=True, check=True,
+                         env={"PYTHONPATH": str(project), "PATH": "/usr/bin:/bin"}).stdout.split()
+    return dict(zip(("generate", "distill"), out))
+
+
+def test_the_resume_key_follows_the_code_dvc_re_runs_the_stage_for(tmp_path):
+    for name in ("skdcgn", "pipeline", "dvc.yaml"):
+        copy = shutil.copytree if (ROOT / name).is_dir() else shutil.copy
+        copy(ROOT / name, tmp_path / name)
+    before = resume_keys(tmp_path)
+    with open(tmp_path / "skdcgn/cli.py", "a") as handle:
+        handle.write("# an edit no stage sees\n")
+    assert resume_keys(tmp_path) == before
+    with open(tmp_path / "skdcgn/distillation/students.py", "a") as handle:
+        handle.write("# an edit of the students\n")
+    after = resume_keys(tmp_path)
+    assert after["generate"] == before["generate"] and after["distill"] != before["distill"]

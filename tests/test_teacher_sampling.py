@@ -1,0 +1,110 @@
+"""Teacher samples on disk: a generation killed mid-shard resumes from its whole shards, to the same bytes."""
+
+import hashlib
+from pathlib import Path
+
+import pytest
+import torch
+
+from skdcgn.settings import GenerateSettings, ImageFormats, SyntheticSettings
+from skdcgn.shards.format import ShardError
+from skdcgn.shards.reading import open_dataset
+from skdcgn.shards.validation import validate
+from skdcgn.teachers.sampling import sample_teacher
+from skdcgn.teachers.synthetic import SyntheticTeacher
+
+IM = "texture"
+PER_CLASS = 13
+SIZES = GenerateSettings(shard_size=20, batch_size=7)  # 130 samples; batches straddle shard boundaries
+
+
+class Killed(Exception):
+    """Stands in for kill -9: the run stops mid-batch with no chance to tidy up."""
+
+
+class CountingTeacher:
+    """The synthetic teacher, counting its forward batches; it is killed before batch number `dies_at`."""
+
+    def __init__(self, dies_at: int | None = None):
+        self.teacher, self.calls, self.dies_at = SyntheticTeacher(), 0, dies_at
+
+    def __getattr__(self, name):
+        return getattr(self.teacher, name)
+
+    def __call__(self, im, z, y):
+        if self.calls == self.dies_at:
+            raise Killed
+        self.calls += 1
+        return self.teacher(im, z, y)
+
+
+def generate(directory: Path, teacher, resume: bool = False, writers: int = 0) -> None:
+    sample_teacher(teacher, IM, directory, PER_CLASS, torch.Generator().manual_seed(0), SIZES, resume=resume,
+                   writers=writers)
+
+
+def digests(directory: Path) -> dict[str, str]:
+    return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(directory.iterdir())}
+
+
+@pytest.fixture(params=[0, 2], ids=["in-process", "2-writer-processes"])
+def killed(tmp_path, request) -> Path:
+    """A generation killed in its 9th batch: samples 0-55 written, shards 0 and 1 whole, shard 2 half written.
+    With writer processes, what was handed to them before the kill is written, as in the teacher's process."""
+    with pytest.raises(Killed):
+        generate(tmp_path / "train", CountingTeacher(dies_at=8), writers=request.param)
+    partial = tmp_path / ".train.partial"
+    assert sorted(p.name for p in partial.iterdir()) == [
+        ".shard-000002.tar.partial", "shard-000000.rows.parquet", "shard-000000.tar", "shard-000001.rows.parquet",
+        "shard-000001.tar"]
+    return tmp_path
+
+
+def test_a_killed_generation_leaves_nothing_a_reader_takes_for_complete(killed):
+    assert not (killed / "train").exists()
+    with pytest.raises(ShardError, match="not a shard dataset"):
+        validate(killed / ".train.partial")
+
+
+def test_resuming_keeps_the_whole_shards_and_gives_the_bytes_of_an_uninterrupted_run(killed, tmp_path):
+    teacher = CountingTeacher()
+    generate(killed / "train", teacher, resume=True)
+    # Samples 40-129 remain: batches from the one holding sample 40 (35-41) to the last, 14 of the 19 batches.
+    assert teacher.calls == 19 - 5
+    generate(tmp_path / "whole" / "train", CountingTeacher())
+    assert digests(killed / "train") == digests(tmp_path / "whole" / "train")
+    assert open_dataset(killed / "train").load()["key"] == [f"{i:08d}" for i in range(130)]
+
+
+def test_without_resume_a_killed_generation_starts_afresh(killed):
+    teacher = CountingTeacher()
+    generate(killed / "train", teacher)
+    assert teacher.calls == 19
+    assert validate(killed / "train")["num_samples"] == 130
+
+
+def test_masks_are_never_stored_lossy():
+    # The rule lives in the settings that say how each mechanism is stored: a lossy mask is a different mask.
+    with pytest.raises(ValueError, match="^shape: 'jpeg' is not allowed; allowed: png$"):
+        ImageFormats(shape="jpeg")
+
+
+def test_a_teacher_on_any_device_writes_the_bytes_of_one_on_the_cpu(tmp_path, device):
+    sample_teacher(SyntheticTeacher(), "background", tmp_path / "cpu", 4, torch.Generator().manual_seed(0), SIZES)
+    sample_teacher(SyntheticTeacher().to(device), "background", tmp_path / "moved", 4,
+                   torch.Generator().manual_seed(0), SIZES)
+    cpu, moved = (open_dataset(tmp_path / name).load() for name in ("cpu", "moved"))
+    assert torch.equal(cpu["z"], moved["z"]) and torch.equal(cpu["label"], moved["label"])
+    # On CUDA other kernels may move a pixel across an 8-bit rounding boundary, never further.
+    assert (cpu["image"].int() - moved["image"].int()).abs().max() <= (0 if device.type == "cpu" else 1)
+
+
+def test_many_classes_at_a_large_size(tmp_path):
+    teacher = SyntheticTeacher(SyntheticSettings(num_classes=1000, image_size=256))
+    sample_teacher(teacher, "texture", tmp_path / "train", 1, torch.Generator().manual_seed(0),
+                   GenerateSettings(shard_size=400, batch_size=250))
+    dataset = open_dataset(tmp_path / "train")
+    assert dataset.num_samples == 1000 and len(dataset.urls) == 3
+    assert dataset.class_means().shape == (1000, 3, 256, 256)
+    assert dataset.meta["image"] | {"value_range": None} == {"channels": 3, "height": 256, "width": 256,
+                                                             "value_range": None, "format": "png"}
