@@ -44,9 +44,11 @@ step() {
   nproc
 } > "$report" 2>&1
 
-# At the ImageNet CGN's size: 1,000 classes, 256x256; students of seven widths (4x4 up to 256x256).
+# At the ImageNet CGN's size: 1,000 classes, 256x256; students from 8x8 up to 256x256 with a
+# learned class embedding.
 large=(--set teacher.synthetic.num_classes=1000 --set teacher.synthetic.image_size=256
-       --set "train.student_widths=[256, 256, 128, 64, 32, 16, 8]" --set "train.disc_widths=[32, 64, 128, 256]"
+       --set "train.student_widths=[256, 256, 128, 64, 32, 16]" --set train.class_embedding=128
+       --set "train.disc_widths=[32, 64, 128, 256, 512]"
        --set generate.batch_size=500 --set generate.shard_size=1000 --repeats 2)
 
 step 300 "Tests on CUDA (-m device -k cuda)" "$python" -m pytest -q -p no:cacheprovider -m device -k cuda \

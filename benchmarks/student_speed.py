@@ -20,8 +20,10 @@ def main() -> None:
     teacher = teacher_on(params, device)
     n, batch = params.compose.n, params.compose.batch_size
     students = {im: StudentGenerator(im, teacher.z_dims[im], teacher.num_classes, teacher.image_size,
-                                     params.train_for(im).student_widths).to(device).eval() for im in IMS}
-    inputs = counterfactual_inputs(teacher.z_dims, teacher.num_classes, n, params.seed)
+                                     params.train_for(im).student_widths,
+                                     params.train_for(im).class_embedding).to(device).eval() for im in IMS}
+    inputs = counterfactual_inputs(teacher.z_dims, teacher.num_classes, n, params.seed,
+                                   truncation=teacher.truncation)
     rates = {"students": n / best_seconds(lambda: render_all(students, inputs, batch, device=device), device,
                                           args.repeats),
              "teacher": n / best_seconds(lambda: render_all(teacher.mechanisms(), inputs, batch, device=device),

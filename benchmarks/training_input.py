@@ -52,7 +52,7 @@ def main() -> None:
         def train(samples: list) -> None:
             torch.manual_seed(0)
             student = StudentGenerator(args.im, teacher.z_dims[args.im], teacher.num_classes, teacher.image_size,
-                                       settings.student_widths).to(device)
+                                       settings.student_widths, settings.class_embedding).to(device)
             disc = ProjectionDiscriminator(CHANNELS[args.im], teacher.num_classes, settings.disc_widths).to(device)
             distill(student, disc, *samples, params.loss, settings, seed=0)
 

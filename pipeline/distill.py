@@ -71,7 +71,7 @@ def main() -> None:
 
     torch.manual_seed(stream_seed(params.seed, "distill", im))
     student = StudentGenerator(im, teacher["z_dims"][im], teacher["num_classes"], teacher["image_size"],
-                               settings.student_widths).to(device)
+                               settings.student_widths, settings.class_embedding).to(device)
     disc = ProjectionDiscriminator(CHANNELS[im], teacher["num_classes"], settings.disc_widths).to(device)
     leader = rank_and_world()[0] == 0
 

@@ -23,7 +23,8 @@ def main() -> None:
         teacher = make_teacher(params.teacher).to(device)
     factual, test = evaluation_sets(params, teacher, with_factual=True)
     settings = params.compose
-    inputs = counterfactual_inputs(teacher.z_dims, teacher.num_classes, settings.n, params.seed, settings.per_shape)
+    inputs = counterfactual_inputs(teacher.z_dims, teacher.num_classes, settings.n, params.seed, settings.per_shape,
+                                   teacher.truncation)
     shifts = counterfactual_shifts(settings.n, teacher.image_size, params.seed, settings.texture_shift)
     changes = settings.teacher_mask_changes()
     mechanisms, classifier = teacher.mechanisms(), classifier_for(teacher, device)

@@ -50,6 +50,7 @@ def teacher_grid(
 
     from skdcgn.counterfactuals.composite import COMPOSITE_RANGE, render_all
     from skdcgn.settings import TeacherSettings
+    from skdcgn.teachers.noise import draw_noise
     from skdcgn.teachers.registry import make_teacher
     from skdcgn.utils.grids import save_grid
 
@@ -61,7 +62,8 @@ def teacher_grid(
         _fail(str(error))
     labels = torch.arange(teacher.num_classes).repeat_interleave(columns)
     generator = torch.Generator().manual_seed(seed)
-    inputs = {im: (torch.randn(len(labels), dim, generator=generator), labels) for im, dim in teacher.z_dims.items()}
+    inputs = {im: (draw_noise(len(labels), dim, generator, teacher.truncation), labels)
+              for im, dim in teacher.z_dims.items()}
     images = render_all(teacher.mechanisms(), inputs)
     save_grid(out, list(images.split(columns)), COMPOSITE_RANGE, scale=scale)
     typer.echo(f"wrote {out}")

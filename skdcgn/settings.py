@@ -178,12 +178,23 @@ class CGNMnistSettings(Settings):
     checkpoint: str = ""  # e.g. teachers/cgn-mnist/double_colored_mnist.pth; the teacher says what is wrong with it
 
 
+class CGNImageNetSettings(Settings):
+    """`teacher.cgn-imagenet`: the released ImageNet CGN, 1,000 classes (skdcgn/teachers/cgn_imagenet.py)."""
+
+    implementation: ClassVar[str] = "skdcgn.teachers.cgn_imagenet:CGNImageNetTeacher"
+    checkpoint: str = "teachers/cgn-imagenet/cgn.pth"
+    # Scale of the truncated noise and BigGAN's BatchNorm statistics; 0.5 is the CGN's setting for datasets.
+    truncation: Annotated[float, Field(gt=0.0, le=1.0)] = 0.5
+    image_size: Literal[128, 256] = 256  # 128: the teacher's 256x256 images averaged down, for cheaper students
+
+
 class TeacherSettings(Settings):
     """`teacher`: which kind distils, and each kind's own section (only the chosen kind's section is read)."""
 
-    kind: Literal["synthetic", "cgn-mnist"] = "synthetic"
+    kind: Literal["synthetic", "cgn-mnist", "cgn-imagenet"] = "synthetic"
     synthetic: SyntheticSettings = SyntheticSettings()
     cgn_mnist: CGNMnistSettings = Field(default=CGNMnistSettings(), alias="cgn-mnist")
+    cgn_imagenet: CGNImageNetSettings = Field(default=CGNImageNetSettings(), alias="cgn-imagenet")
 
     def section(self) -> Settings:
         """The settings of the chosen kind."""
@@ -243,6 +254,7 @@ class TrainSettings(Settings):
     log_every: Count = 50
     eval_every: Count = 500
     student_widths: Widths = [64, 64, 32, 16]
+    class_embedding: NonNegativeInt = 0  # 0: one-hot classes (few classes); else a learned embedding of this size
     disc_widths: Widths = [16, 32, 64]
     grad_clip: NonNegative = 0.0  # max total gradient norm per update of G and of D; 0 = off
     # Steps between resumable checkpoints; each is written at the first log step that many steps after the last.

@@ -179,3 +179,49 @@ def test_students_of_mixed_teachers_or_swapped_mechanisms_are_refused(tmp_path, 
     save_set(tmp_path, teachers, {"texture": "background"} if case == "wrong mechanism" else None)
     with pytest.raises(ValueError, match=expected):
         load_students(tmp_path)
+
+
+# The ImageNet CGN's students: 1,000 classes at 256x256 (BigGAN-deep-256 has 55,880,833 parameters).
+IMAGENET_WIDTHS = [256, 256, 128, 64, 32, 16]  # 8x8 at 256 px, 4x4 at 128 px
+
+
+def imagenet_student(im: str = "texture", image_size: int = 256, class_embedding: int = 128) -> StudentGenerator:
+    torch.manual_seed(0)
+    return StudentGenerator(im, 128, 1000, image_size, IMAGENET_WIDTHS, class_embedding)
+
+
+@pytest.mark.parametrize("image_size", [128, 256])
+def test_a_learned_class_embedding_keeps_a_1000_class_student_under_an_eighth_of_biggan(image_size):
+    assert count_parameters(imagenet_student(image_size=image_size)) <= 55_880_833 / 8
+    # The one-hot alternative: 1,000 more inputs to a stem of 256 x 8 x 8 outputs alone costs 16.4 M.
+    assert count_parameters(imagenet_student(image_size=256, class_embedding=0)) > 55_880_833 / 8
+
+
+def test_embedded_class_norms_start_as_plain_batchnorm():
+    from skdcgn.distillation.students import ConditionalBatchNorm
+
+    norm, x = ConditionalBatchNorm(8, 1000, embedding_dim=16), torch.randn(4, 8, 5, 5)
+    reference = torch.nn.BatchNorm2d(8, affine=False)
+    torch.testing.assert_close(norm(x, torch.randn(4, 16)), reference(x))
+
+
+def test_a_1000_class_student_renders_256_and_learns_its_embedding():
+    student = imagenet_student("shape")
+    z, y = torch.randn(2, 128), torch.tensor([3, 999])
+    out = student(z, y)
+    assert out.shape == (2, 1, 256, 256) and 0 <= out.min() and out.max() <= 1
+    out.mean().backward()
+    rows = student.embedding.weight.grad.abs().sum(dim=1)
+    assert rows[3] > 0 and rows[999] > 0 and rows[0] == 0  # only the classes in the batch move
+    student.eval()
+    same_noise = student(z[:1].repeat(2, 1), torch.tensor([3, 4]))
+    assert (same_noise[0] - same_noise[1]).abs().max() > 0
+
+
+def test_a_checkpoint_carries_the_class_embedding(tmp_path):
+    student = imagenet_student(image_size=128).eval()
+    save_student(tmp_path / "student.pt", student, {"kind": "cgn-imagenet"})
+    loaded, _ = load_student(tmp_path / "student.pt")
+    assert loaded.config["class_embedding"] == 128
+    z, y = torch.randn(2, 128), torch.tensor([0, 500])
+    assert torch.equal(loaded(z, y), student(z, y))

@@ -48,7 +48,8 @@ def sample_students(students_dir: Path, settings: ComposeSettings, seed: int, *,
     students, teacher = load_students(students_dir, device)
     z_dims = {im: student.config["z_dim"] for im, student in students.items()}
     n, changes = settings.n, settings.mask_changes()
-    inputs = counterfactual_inputs(z_dims, students["shape"].num_classes, n, seed, settings.per_shape)
+    inputs = counterfactual_inputs(z_dims, students["shape"].num_classes, n, seed, settings.per_shape,
+                                   teacher.get("truncation"))
     shifts = counterfactual_shifts(n, teacher["image_size"], seed, settings.texture_shift)
     draws = draw_mask_changes(n, seed, changes)
     if shards:

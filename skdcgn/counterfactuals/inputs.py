@@ -10,6 +10,7 @@ from __future__ import annotations
 import torch
 
 from skdcgn.mechanisms import IMS
+from skdcgn.teachers.noise import draw_noise
 from skdcgn.utils.seeds import generator
 
 # How textures are moved before composition. `cyclic`: the CGN's "shuffler" (a random 2x2 tiling, then a random
@@ -18,23 +19,27 @@ SHIFTED_IMS = ("texture", "background")
 
 
 def draw_inputs(n: int, z_dims: dict[str, int], num_classes: int, generator: torch.Generator,
-                factual: bool = False, per_shape: int = 1) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
-    """Per-IM (z, y). Counterfactual: every IM draws its own class. Factual: all follow the shape's class.
+                factual: bool = False, per_shape: int = 1,
+                truncation: float | None = None) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+    """Per-IM (z, y), z as the teacher takes it (`truncation`: skdcgn.teachers.noise). Counterfactual: every IM
+    draws its own class. Factual: all follow the shape's class.
     `per_shape` > 1: each shape (z and class) is drawn once and repeated over that many consecutive rows, each
     with its own texture and background (the CGN's counterfactuals per shape)."""
     shapes = -(-n // per_shape)
     y = torch.randint(num_classes, (shapes,), generator=generator)
-    z = torch.randn(shapes, z_dims["shape"], generator=generator)
+    z = draw_noise(shapes, z_dims["shape"], generator, truncation)
     inputs = {"shape": (z.repeat_interleave(per_shape, 0)[:n], y.repeat_interleave(per_shape)[:n])}
     for im in IMS[1:]:
         y = inputs["shape"][1] if factual else torch.randint(num_classes, (n,), generator=generator)
-        inputs[im] = (torch.randn(n, z_dims[im], generator=generator), y)
+        inputs[im] = (draw_noise(n, z_dims[im], generator, truncation), y)
     return inputs
 
 
-def counterfactual_inputs(z_dims: dict[str, int], num_classes: int, n: int, seed: int, per_shape: int = 1) -> dict:
+def counterfactual_inputs(z_dims: dict[str, int], num_classes: int, n: int, seed: int, per_shape: int = 1,
+                          truncation: float | None = None) -> dict:
     """A run's counterfactual inputs: students and teacher draw theirs from this one stream, so they are equal."""
-    return draw_inputs(n, z_dims, num_classes, generator(seed, "counterfactuals"), per_shape=per_shape)
+    return draw_inputs(n, z_dims, num_classes, generator(seed, "counterfactuals"), per_shape=per_shape,
+                       truncation=truncation)
 
 
 def counterfactual_shifts(n: int, image_size: int, seed: int, mode: str) -> dict[str, torch.Tensor]:

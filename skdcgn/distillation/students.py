@@ -20,18 +20,30 @@ PADDING = "reflect"
 
 
 class ConditionalBatchNorm(nn.Module):
-    """BatchNorm whose gain and bias come from the class: the class steers every block, not only the input."""
+    """BatchNorm whose gain and bias come from the class: the class steers every block, not only the input.
 
-    def __init__(self, channels: int, num_classes: int):
+    With `embedding_dim` 0 each class has its own gain and bias (a table: cheap for 10 classes); otherwise they
+    are linear in the generator's shared class embedding, as in BigGAN, so that 1,000 classes do not cost
+    2 x 1,000 x channels weights in every block.
+    """
+
+    def __init__(self, channels: int, num_classes: int, embedding_dim: int = 0):
         super().__init__()
         self.norm = nn.BatchNorm2d(channels, affine=False)
-        self.gain = nn.Embedding(num_classes, channels)
-        self.bias = nn.Embedding(num_classes, channels)
-        nn.init.ones_(self.gain.weight)
-        nn.init.zeros_(self.bias.weight)
+        if embedding_dim:
+            self.gain, self.bias = nn.Linear(embedding_dim, channels), nn.Linear(embedding_dim, channels)
+            nn.init.zeros_(self.gain.weight)
+            nn.init.ones_(self.gain.bias)
+            nn.init.zeros_(self.bias.weight)
+            nn.init.zeros_(self.bias.bias)
+        else:
+            self.gain, self.bias = nn.Embedding(num_classes, channels), nn.Embedding(num_classes, channels)
+            nn.init.ones_(self.gain.weight)
+            nn.init.zeros_(self.bias.weight)
 
-    def forward(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        return self.norm(x) * self.gain(y)[:, :, None, None] + self.bias(y)[:, :, None, None]
+    def forward(self, x: torch.Tensor, condition: torch.Tensor) -> torch.Tensor:
+        """`condition`: the classes (B,) int64 for a table, the class embeddings (B, embedding_dim) otherwise."""
+        return self.norm(x) * self.gain(condition)[:, :, None, None] + self.bias(condition)[:, :, None, None]
 
 
 def separable_conv(in_channels: int, out_channels: int) -> nn.Sequential:
@@ -50,19 +62,19 @@ class UpBlock(nn.Module):
     and at a quarter of the pixels it costs a quarter. On one CPU thread this made a step ~2x faster.
     """
 
-    def __init__(self, in_channels: int, out_channels: int, num_classes: int):
+    def __init__(self, in_channels: int, out_channels: int, num_classes: int, embedding_dim: int = 0):
         super().__init__()
-        self.norm1 = ConditionalBatchNorm(in_channels, num_classes)
+        self.norm1 = ConditionalBatchNorm(in_channels, num_classes, embedding_dim)
         self.reduce = nn.Conv2d(in_channels, out_channels, 1)
         self.spatial = nn.Conv2d(out_channels, out_channels, 3, padding=1, groups=out_channels, bias=False,
                                  padding_mode=PADDING)
-        self.norm2 = ConditionalBatchNorm(out_channels, num_classes)
+        self.norm2 = ConditionalBatchNorm(out_channels, num_classes, embedding_dim)
         self.conv2 = separable_conv(out_channels, out_channels)
         self.shortcut = nn.Conv2d(in_channels, out_channels, 1)
 
-    def forward(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        h = self.spatial(_upsample(self.reduce(F.relu(self.norm1(x, y)))))
-        h = self.conv2(F.relu(self.norm2(h, y)))
+    def forward(self, x: torch.Tensor, condition: torch.Tensor) -> torch.Tensor:
+        h = self.spatial(_upsample(self.reduce(F.relu(self.norm1(x, condition)))))
+        h = self.conv2(F.relu(self.norm2(h, condition)))
         return h + _upsample(self.shortcut(x))
 
 
@@ -71,21 +83,27 @@ def _upsample(x: torch.Tensor) -> torch.Tensor:
 
 
 class StudentGenerator(nn.Module):
-    """(z, y) -> image of one mechanism; `widths[0]` channels at the base resolution, one up-block per later width."""
+    """(z, y) -> image of one mechanism; `widths[0]` channels at the base resolution, one up-block per later width.
 
-    def __init__(self, im: str, z_dim: int, num_classes: int, image_size: int, widths: list[int]):
+    The class enters as a one-hot next to z (`class_embedding` 0: the stem learns the embedding, and every
+    norm has a per-class table), or as a learned embedding of `class_embedding` dimensions shared by the stem
+    and the norms: a one-hot of 1,000 classes into the stem would cost 1,000 x its output size in weights.
+    """
+
+    def __init__(self, im: str, z_dim: int, num_classes: int, image_size: int, widths: list[int],
+                 class_embedding: int = 0):
         super().__init__()
         self.config = {"im": im, "z_dim": z_dim, "num_classes": num_classes, "image_size": image_size,
-                       "widths": list(widths)}
+                       "widths": list(widths), "class_embedding": class_embedding}
         self.base = image_size // 2 ** (len(widths) - 1)
         if len(widths) < 2 or self.base * 2 ** (len(widths) - 1) != image_size or self.base < 1:
             raise ValueError(f"student widths {widths}: need >= 2 widths and image_size {image_size} divisible "
                              f"by 2**(len(widths) - 1)")
         self.num_classes = num_classes
         self.value_range = VALUE_RANGE[im]
-        # One-hot class next to z: the linear layer learns the class embedding itself.
-        self.stem = nn.Linear(z_dim + num_classes, widths[0] * self.base**2)
-        self.blocks = nn.ModuleList(UpBlock(a, b, num_classes) for a, b in zip(widths, widths[1:]))
+        self.embedding = nn.Embedding(num_classes, class_embedding) if class_embedding else None
+        self.stem = nn.Linear(z_dim + (class_embedding or num_classes), widths[0] * self.base**2)
+        self.blocks = nn.ModuleList(UpBlock(a, b, num_classes, class_embedding) for a, b in zip(widths, widths[1:]))
         self.head = nn.Sequential(nn.BatchNorm2d(widths[-1]), nn.ReLU(),
                                   nn.Conv2d(widths[-1], CHANNELS[im], 3, padding=1, padding_mode=PADDING))
         # A per-class output offset, started at each class's mean teacher colour (`init_class_offset`): CGN
@@ -101,12 +119,16 @@ class StudentGenerator(nn.Module):
         self.class_offset.weight.copy_(torch.logit(((class_means - lo) / (hi - lo)).clamp(1e-3, 1 - 1e-3)))
 
     def forward(self, z: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        inputs = torch.cat([z, F.one_hot(y, self.num_classes).to(z.dtype)], dim=1)
+        if self.embedding is None:
+            condition, code = y, F.one_hot(y, self.num_classes).to(z.dtype)
+        else:
+            condition = code = self.embedding(y)
+        inputs = torch.cat([z, code], dim=1)
         # channels_last: oneDNN's convolutions at few channels ran ~1.6x faster in it on one CPU thread, and
         # cuDNN prefers it under bf16; doing it here gives every caller (training, compose, CLI) that speed.
         h = self.stem(inputs).view(len(z), -1, self.base, self.base).contiguous(memory_format=torch.channels_last)
         for block in self.blocks:
-            h = block(h, y)
+            h = block(h, condition)
         lo, hi = self.value_range
         # A sigmoid scaled to the mechanism's range ([0, 1] masks, [-1, 1] textures), so outputs never leave it.
         return lo + (hi - lo) * torch.sigmoid(self.head(h) + self.class_offset(y)[:, :, None, None])

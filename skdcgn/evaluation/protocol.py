@@ -63,13 +63,15 @@ def composite_images(mechanisms: dict[str, Mechanism], inputs: dict, shifts: dic
 
 def factual_set(teacher: Teacher, n: int, seed: int) -> Labelled:
     """Biased data: texture and background follow the shape's class, so they alone predict the label."""
-    inputs = draw_inputs(n, teacher.z_dims, teacher.num_classes, generator(seed, "factual"), factual=True)
+    inputs = draw_inputs(n, teacher.z_dims, teacher.num_classes, generator(seed, "factual"), factual=True,
+                         truncation=teacher.truncation)
     return composite_images(teacher.mechanisms(), inputs, device=teacher.device)
 
 
 def ood_test_set(teacher: Teacher, n: int, seed: int, hard: HardPart | None = None) -> Labelled:
     """Teacher composites whose mechanisms draw independent classes, from held-out seeds."""
-    inputs = draw_inputs(n, teacher.z_dims, teacher.num_classes, generator(seed, "test"))
+    inputs = draw_inputs(n, teacher.z_dims, teacher.num_classes, generator(seed, "test"),
+                         truncation=teacher.truncation)
     test = composite_images(teacher.mechanisms(), inputs, device=teacher.device)
     if hard is None:
         return test

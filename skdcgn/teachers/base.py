@@ -18,11 +18,12 @@ Mechanism = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
 
 class Teacher:
-    """Base class: subclasses set `kind`, `image_size`, `num_classes`, `z_dims` and implement `_render`, and
-    `to` when they hold tensors.
+    """Base class: subclasses set `kind`, `image_size`, `num_classes`, `z_dims` and implement `_render`; a
+    teacher made of a network sets `network` (moved by `to`), one that holds other tensors overrides `to`.
 
     `mirrors` names the dataset a teacher imitates where evaluation can rebuild it from real data (an MNIST
-    variant such as double_colored), else None.
+    variant such as double_colored), else None. `truncation` says which noise it takes (skdcgn.teachers.noise):
+    None for standard normal noise.
     """
 
     kind: str = "abstract"
@@ -30,7 +31,9 @@ class Teacher:
     num_classes: int
     z_dims: dict[str, int]
     mirrors: str | None = None
+    truncation: float | None = None
     device: torch.device = torch.device("cpu")
+    network: torch.nn.Module | None = None
 
     def __call__(self, im: str, z: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         """Image batch (B, C, H, W) on the teacher's device for noise z (B, z_dim) and classes y (B,) int64,
@@ -53,6 +56,8 @@ class Teacher:
     def to(self, device: torch.device | str) -> "Teacher":
         """Move the teacher's networks or tensors to `device`; returns itself."""
         self.device = torch.device(device)
+        if self.network is not None:
+            self.network.to(self.device)
         return self
 
     def mechanisms(self) -> dict[str, Mechanism]:

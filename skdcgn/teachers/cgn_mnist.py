@@ -100,10 +100,6 @@ class CGNMnistTeacher(Teacher):
         self.num_classes = NUM_CLASSES
         self.z_dims = {im: Z_DIM for im in HEADS}
 
-    def to(self, device: torch.device | str) -> "CGNMnistTeacher":
-        self.network.to(device)
-        return super().to(device)
-
     def identity(self) -> dict:
         return {**super().identity(), "variant": self.variant, "sha256": self.sha256}
 

@@ -11,6 +11,7 @@ from skdcgn.settings import GenerateSettings
 from skdcgn.shards.codec import ImageCodec
 from skdcgn.shards.writer import writing_dataset
 from skdcgn.teachers.base import Teacher
+from skdcgn.teachers.noise import draw_noise
 
 
 def class_balanced_labels(per_class: int, num_classes: int) -> torch.Tensor:
@@ -31,7 +32,7 @@ def sample_teacher(teacher: Teacher, im: str, directory: Path, per_class: int, g
     labels = class_balanced_labels(per_class, teacher.num_classes)
     # All the noise is drawn up front, on the CPU, so a resumed run, or one on another device, hands the teacher
     # the same z as an uninterrupted one.
-    noise = torch.randn(len(labels), teacher.z_dims[im], generator=generator)
+    noise = draw_noise(len(labels), teacher.z_dims[im], generator, teacher.truncation)
     info = {"im": im, "teacher": teacher.identity(), "teacher_parameters": teacher.num_parameters(im)}
     with writing_dataset(directory, resume=resume, shard_size=settings.shard_size, value_range=VALUE_RANGE[im],
                          info=info, writers=writers, codec=codec,

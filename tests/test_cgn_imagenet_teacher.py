@@ -1,0 +1,239 @@
+"""The ImageNet CGN teacher on checkpoints the tests make in the released file's layout.
+
+No ImageNet weights exist on these machines. The layout tests use the full-size networks on the meta device
+(shapes without data: a 3,206-key checkpoint of a few hundred kB); the forward tests use random weights in a
+tiny BigGAN-deep configuration that still renders 256x256, so U2-Net runs at its real input size.
+"""
+
+from __future__ import annotations
+
+import sys
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from skdcgn.settings import CGNImageNetSettings, SettingsError, TeacherSettings
+from skdcgn.teachers.cgn_imagenet import BIGGAN_DEEP_256, CGNImageNetNet, CGNImageNetTeacher, load_network
+from skdcgn.teachers.noise import TRUNCATION_BOUND
+from skdcgn.teachers.registry import make_teacher
+from skdcgn.teachers.state_dict import CheckpointError
+from skdcgn.teachers.u2net import U2Net
+
+# Channel width 4 and six upsampling blocks: 4x4 -> 256x256 in a fraction of a second per image. The first
+# block must take 16 x width (BigGAN's first linear layer), attention needs width x multiplier >= 8.
+TINY_256 = {**BIGGAN_DEEP_256, "channel_width": 4, "num_classes": 10, "attention_layer_position": 2,
+            "layers": [(True, 16, 16), (True, 16, 8), (True, 8, 4), (True, 4, 4), (True, 4, 2), (True, 2, 1)]}
+BIGGAN_PARAMETERS = 55_880_833  # each of the three BigGAN-deep-256 (spec)
+U2NET_PARAMETERS = 44_009_869
+
+
+def released_layout(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """As the CGN's own training saves it: DataParallel's prefix, and biggan_GT beside the three BigGANs."""
+    gt = {f"biggan_GT.{key.removeprefix('f_shape.')}": value for key, value in state.items()
+          if key.startswith("f_shape.")}
+    return {f"module.{key}": value for key, value in {**state, **gt}.items()}
+
+
+@pytest.fixture(scope="module")
+def meta_state() -> dict[str, torch.Tensor]:
+    with torch.device("meta"):
+        return CGNImageNetNet().state_dict()
+
+
+@pytest.fixture(scope="module")
+def full_size_checkpoint(meta_state, tmp_path_factory):
+    path = tmp_path_factory.mktemp("cgn") / "cgn.pth"
+    torch.save(released_layout(meta_state), path)
+    return path
+
+
+def random_state(config: dict, seed: int = 0) -> dict[str, torch.Tensor]:
+    """Random weights that render finite images: the traps of ../shared/specs/cgn-imagenet-teacher.md."""
+    torch.manual_seed(seed)
+    network = CGNImageNetNet(config)
+    for biggan in (network.f_shape, network.f_text, network.f_bg):
+        biggan.generator.bn.weight.data.fill_(1.0)  # created uninitialised by the package
+        biggan.generator.bn.bias.data.zero_()
+        for name, buffer in biggan.named_buffers():
+            if name.endswith("running_means"):  # per-truncation statistics that differ, so truncation matters
+                buffer.normal_(0.0, 0.1)
+        # Random spectral-norm vectors make sigma tiny and the output NaN: a few power iterations fix them.
+        torch.nn.Module.train(biggan, True)
+        with torch.no_grad():
+            for _ in range(5):
+                biggan(torch.zeros(1, config["z_dim"]), torch.eye(config["num_classes"])[:1], 0.5)
+    return network.state_dict()
+
+
+@pytest.fixture(scope="module")
+def tiny_checkpoint(tmp_path_factory):
+    path = tmp_path_factory.mktemp("tiny") / "cgn.pth"
+    torch.save(released_layout(random_state(TINY_256)), path)
+    return path
+
+
+def tiny_teacher(path, **settings) -> CGNImageNetTeacher:
+    return CGNImageNetTeacher(CGNImageNetSettings(checkpoint=str(path), **settings), biggan_config=TINY_256)
+
+
+@pytest.fixture(scope="module")
+def teacher(tiny_checkpoint) -> CGNImageNetTeacher:
+    return tiny_teacher(tiny_checkpoint)
+
+
+def inputs(n: int = 2, seed: int = 0, truncation: float = 0.5) -> tuple[torch.Tensor, torch.Tensor]:
+    from skdcgn.teachers.noise import draw_noise
+
+    generator = torch.Generator().manual_seed(seed)
+    return draw_noise(n, 128, generator, truncation), torch.arange(n) % 10
+
+
+def test_u2net_has_the_checkpoints_keys_and_shapes():
+    network = U2Net()
+    state = network.state_dict()
+    assert len(state) == 798
+    assert sum(p.numel() for p in network.parameters()) == U2NET_PARAMETERS
+    assert state["stage4d.rebnconvin.conv_s1.weight"].shape == (256, 1024, 3, 3)
+    assert state["stage1d.rebnconv1.conv_s1.weight"].shape == (16, 64, 3, 3)  # the last decoder's narrow middle
+    assert state["stage5.rebnconv4.conv_s1.weight"].shape == (256, 256, 3, 3)
+    assert network.stage5.rebnconv4.conv_s1.dilation == (8, 8)  # RSU-4F dilates instead of pooling
+    assert network.stage1.rebnconv7.conv_s1.dilation == (2, 2)  # RSU-7 dilates only its innermost level
+    assert state["outconv.weight"].shape == (1, 6, 1, 1)
+
+
+def test_u2net_keeps_odd_sizes():
+    with torch.no_grad():
+        out = U2Net().eval()(torch.randn(1, 3, 50, 50))
+    assert out.shape == (1, 1, 50, 50) and torch.isfinite(out).all()
+
+
+def test_full_size_checkpoint_in_the_released_layout_loads(full_size_checkpoint):
+    network = load_network(full_size_checkpoint)
+    for name in ("f_shape", "f_text", "f_bg"):
+        assert sum(p.numel() for p in getattr(network, name).parameters()) == BIGGAN_PARAMETERS
+    assert sum(p.numel() for p in network.u2net.parameters()) == U2NET_PARAMETERS
+    assert not hasattr(network, "biggan_GT") and not network.training
+
+
+def test_registry_builds_the_teacher_from_params(full_size_checkpoint):
+    settings = TeacherSettings.parse({"kind": "cgn-imagenet",
+                                      "cgn-imagenet": {"checkpoint": str(full_size_checkpoint)}}, "teacher")
+    teacher = make_teacher(settings)
+    assert isinstance(teacher, CGNImageNetTeacher)
+    assert (teacher.num_classes, teacher.image_size, teacher.truncation) == (1000, 256, 0.5)
+    assert teacher.z_dims == {"shape": 128, "texture": 128, "background": 128}
+    assert teacher.num_parameters("shape") == BIGGAN_PARAMETERS + U2NET_PARAMETERS
+    assert teacher.num_parameters("texture") == BIGGAN_PARAMETERS
+
+
+def test_a_wrong_checkpoint_is_refused_in_one_line_naming_every_problem(meta_state, tmp_path):
+    state = dict(meta_state)
+    del state["f_text.generator.conv_to_rgb.bias"]
+    state["f_bg.extra.weight"] = torch.zeros(1)
+    state["u2net.outconv.weight"] = torch.zeros(1, 5, 1, 1)
+    path = tmp_path / "cgn.pth"
+    torch.save(state, path)
+    with pytest.raises(CheckpointError) as error:
+        load_network(path)
+    message = str(error.value)
+    assert "\n" not in message and str(path) in message
+    assert "missing keys: f_text.generator.conv_to_rgb.bias" in message
+    assert "unexpected keys: f_bg.extra.weight" in message
+    assert "u2net.outconv.weight (1, 5, 1, 1) != (1, 6, 1, 1)" in message
+
+
+def test_a_missing_checkpoint_says_where_to_get_it(tmp_path):
+    with pytest.raises(CheckpointError, match="not found; get cgn.pth from the CGN authors' repository"):
+        load_network(tmp_path / "cgn.pth")
+
+
+def test_without_the_extra_the_teacher_says_what_to_install(full_size_checkpoint, monkeypatch):
+    monkeypatch.setitem(sys.modules, "pytorch_pretrained_biggan", None)
+    with pytest.raises(ImportError, match=r"pip install -e '\.\[imagenet\]'"):
+        load_network(full_size_checkpoint)
+
+
+@pytest.mark.parametrize("section, allowed", [({"truncation": 0.0}, "> 0"), ({"truncation": 1.5}, "<= 1"),
+                                              ({"image_size": 64}, "128")])
+def test_bad_settings_are_refused_in_one_line(section, allowed):
+    with pytest.raises(SettingsError) as error:
+        TeacherSettings.parse({"kind": "cgn-imagenet", "cgn-imagenet": section}, "teacher")
+    assert "\n" not in str(error.value) and f"teacher.cgn-imagenet.{next(iter(section))}" in str(error.value)
+    assert allowed in str(error.value)
+
+
+def test_the_mechanisms_render_masks_and_images_at_256(teacher):
+    z, y = inputs()
+    mask = teacher("shape", z, y)
+    assert mask.shape == (2, 1, 256, 256) and torch.isfinite(mask).all()
+    assert 1e-4 <= mask.min() and mask.max() <= 0.9999
+    for im in ("texture", "background"):
+        image = teacher(im, z, y)
+        assert image.shape == (2, 3, 256, 256) and torch.isfinite(image).all()
+        assert image.abs().max() <= 1.0 and image.std() > 0.01
+
+
+def test_samples_are_deterministic_and_independent_of_their_batch(teacher):
+    z, y = inputs(3)
+    batch = teacher("texture", z, y)
+    assert torch.equal(batch, teacher("texture", z, y))
+    torch.testing.assert_close(teacher("texture", z[1:2], y[1:2]), batch[1:2], atol=1e-5, rtol=0)
+
+
+def test_the_teacher_stays_in_eval_mode(teacher):
+    """Train mode would move spectral norm's vectors on every forward: the teacher would drift as it samples."""
+    before = teacher.network.f_text.generator.gen_z.weight_u.clone()
+    teacher.network.train()
+    z, y = inputs()
+    first = teacher("texture", z, y)
+    assert not any(module.training for module in teacher.network.modules())
+    assert torch.equal(teacher.network.f_text.generator.gen_z.weight_u, before)
+    assert torch.equal(teacher("texture", z, y), first)
+
+
+def test_module_prefix_and_biggan_gt_change_nothing(teacher, tmp_path):
+    plain = {key: value for key, value in teacher.network.state_dict().items()}
+    path = tmp_path / "plain.pth"
+    torch.save(plain, path)
+    z, y = inputs()
+    assert torch.equal(tiny_teacher(path)("background", z, y), teacher("background", z, y))
+
+
+def test_truncation_selects_other_images_for_the_same_noise(tiny_checkpoint, teacher):
+    z, y = inputs()
+    other = tiny_teacher(tiny_checkpoint, truncation=0.8)
+    assert (other("texture", z, y) - teacher("texture", z, y)).abs().max() > 1e-3
+    assert other.identity()["truncation"] == 0.8 and teacher.identity()["truncation"] == 0.5
+    assert other.identity()["sha256"] == teacher.identity()["sha256"]
+
+
+def test_image_size_128_averages_the_256_images(tiny_checkpoint, teacher):
+    z, y = inputs()
+    small = tiny_teacher(tiny_checkpoint, image_size=128)
+    torch.testing.assert_close(small("texture", z, y), F.avg_pool2d(teacher("texture", z, y), 2))
+    assert small.identity()["image_size"] == 128
+
+
+def test_the_teacher_runs_on_its_device(tiny_checkpoint, teacher, device):
+    moved = tiny_teacher(tiny_checkpoint).to(device)
+    z, y = inputs()
+    for im in ("shape", "texture"):
+        image = moved(im, z, y)
+        assert image.device.type == device.type
+        torch.testing.assert_close(image.cpu(), teacher(im, z, y), atol=2e-3, rtol=0)
+
+
+def test_teacher_samples_keep_their_truncated_noise(teacher, tmp_path):
+    from skdcgn.settings import GenerateSettings
+    from skdcgn.shards.format import decode_images
+    from skdcgn.shards.reading import open_dataset
+    from skdcgn.teachers.sampling import sample_teacher
+
+    settings = GenerateSettings(per_class=2, batch_size=8, shard_size=10)
+    sample_teacher(teacher, "texture", tmp_path / "texture", 2, torch.Generator().manual_seed(0), settings)
+    samples = open_dataset(tmp_path / "texture").load()
+    assert samples["image"].shape == (20, 3, 256, 256)
+    assert samples["z"].abs().max() <= TRUNCATION_BOUND * teacher.truncation
+    expected = teacher("texture", samples["z"][:4], samples["label"][:4])
+    assert (decode_images(samples["image"][:4], (-1.0, 1.0)) - expected).abs().max() <= 1 / 255 + 1e-5
