@@ -199,3 +199,15 @@ def test_a_student_for_many_classes_and_large_images_trains():
                     settings, seed=0)
     assert set(final) == {"l1", "psnr", "ssim"} and all(map(math.isfinite, final.values()))
     assert student(z[:2], y[:2]).shape == (2, 3, 256, 256)
+
+
+def test_heldout_fidelity_at_256_renders_a_bounded_number_of_pixels_at_a_time():
+    """Chunks are sized in pixels: 16 images at 256x256 (a count of 1,024 took an evaluation to 20 GB)."""
+    torch.manual_seed(0)
+    student = StudentGenerator("texture", 8, 10, 256, [8] * 7)
+    z, y = torch.randn(40, 8), torch.arange(40) % 10
+    heldout = PairedSamples(z, y, torch.randint(0, 256, (40, 3, 256, 256), dtype=torch.uint8), (-1.0, 1.0))
+    sizes = []
+    student.register_forward_hook(lambda module, inputs, output: sizes.append(len(inputs[0])))
+    metrics = heldout_fidelity(student, heldout)
+    assert sizes == [16, 16, 8] and math.isfinite(metrics["psnr"])

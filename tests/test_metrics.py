@@ -99,7 +99,7 @@ def test_mask_mean_reports_both_sides():
 def test_chunking_does_not_change_results(monkeypatch):
     pred, target = images(8, n=7, c=1, lo=0.0), images(9, n=7, c=1, lo=0.0)
     whole = fidelity("shape", pred, target)
-    monkeypatch.setattr(metrics, "CHUNK", 3)
+    monkeypatch.setattr(metrics, "CHUNK_PIXELS", 3 * 16 * 16)  # 3 images of 16x16 per chunk
     assert fidelity("shape", pred, target) == pytest.approx(whole, rel=1e-6)
     # Fed in pieces, as held-out sets are read: the same figures.
     meter = Fidelity("shape")

@@ -12,7 +12,7 @@ import torch
 
 from skdcgn.distillation.data import Batch
 from skdcgn.distillation.students import StudentGenerator
-from skdcgn.metrics.fidelity import CHUNK, Fidelity
+from skdcgn.metrics.fidelity import Fidelity, images_per_chunk
 from skdcgn.shards.format import decode_images
 from skdcgn.shards.reading import Dataset
 
@@ -41,7 +41,8 @@ def heldout_fidelity(student: StudentGenerator, heldout: HeldoutSamples) -> dict
     was_training = student.training
     student.eval()
     meter = Fidelity(student.config["im"])
-    for z, y, images in heldout.chunks(CHUNK):
+    size = student.config["image_size"]
+    for z, y, images in heldout.chunks(images_per_chunk(size, size)):
         meter.update(student(z, y).float(), decode_images(images, heldout.value_range))
     student.train(was_training)
     return meter.result()
@@ -49,10 +50,10 @@ def heldout_fidelity(student: StudentGenerator, heldout: HeldoutSamples) -> dict
 
 def baseline_fidelity(im: str, class_means: torch.Tensor, heldout: HeldoutSamples) -> dict[str, float]:
     """Fidelity of predicting each class's mean teacher image: what a lookup table reaches without learning."""
-    means = decode_images(class_means.cpu(), heldout.value_range)
     meter = Fidelity(im)
-    for _, y, images in heldout.chunks(CHUNK):
-        meter.update(means[y.cpu()], decode_images(images.cpu(), heldout.value_range))
+    for _, y, images in heldout.chunks(images_per_chunk(*class_means.shape[2:])):
+        meter.update(decode_images(class_means[y.cpu()].cpu(), heldout.value_range),
+                     decode_images(images.cpu(), heldout.value_range))
     return meter.result()
 
 
@@ -60,7 +61,7 @@ def grid_samples(heldout: HeldoutSamples, per_class: int, total: int) -> Batch:
     """The first `per_class` samples of each class, up to `total`, in class order: a grid's rows show what the
     student gets right and where it blurs."""
     picked: dict[int, list] = {}
-    for z, y, images in heldout.chunks(CHUNK):
+    for z, y, images in heldout.chunks(total):
         for i, label in enumerate(y.tolist()):
             if len(picked.setdefault(label, [])) < per_class:
                 picked[label].append((z[i], y[i], images[i]))

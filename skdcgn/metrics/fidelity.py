@@ -22,10 +22,17 @@ FIDELITY = {
 # The one number per mechanism that convergence is judged on (higher is better for each).
 HEADLINE = {"shape": "mask_iou", "texture": "psnr", "background": "psnr"}
 
-CHUNK = 1024  # images per step: bounds the float32 copies and SSIM's five filtered maps
+# Pixels per step (1,024 images at 32x32, 16 at 256x256): bounds the float32 copies, SSIM's five filtered maps
+# and, where a student renders the chunk, its activations. A count of images would not: at 256x256 a chunk of
+# 1,024 took a student's evaluation to 20 GB.
+CHUNK_PIXELS = 1024 * 32 * 32
 PSNR_CAP = 100.0  # dB reported for identical images, so that averages stay finite
 SSIM_WINDOW, SSIM_SIGMA, SSIM_K1, SSIM_K2 = 11, 1.5, 0.01, 0.03  # Wang et al. 2004
 MASK_THRESHOLD = 0.5
+
+
+def images_per_chunk(height: int, width: int) -> int:
+    return max(1, CHUNK_PIXELS // (height * width))
 
 
 def register(name: str):
@@ -49,9 +56,10 @@ class Metric:
         if pred.shape != target.shape or pred.dim() != 4:
             raise ValueError(f"expected two equal (B, C, H, W) shapes, got {tuple(pred.shape)} and "
                              f"{tuple(target.shape)}")
-        for start in range(0, pred.shape[0], CHUNK):
-            p = pred[start:start + CHUNK].detach().to("cpu", torch.float32)
-            t = target[start:start + CHUNK].detach().to("cpu", torch.float32)
+        step = images_per_chunk(*pred.shape[2:])
+        for start in range(0, pred.shape[0], step):
+            p = pred[start:start + step].detach().to("cpu", torch.float32)
+            t = target[start:start + step].detach().to("cpu", torch.float32)
             self.add(p, t)
             self.images += p.shape[0]
             self.values += p.numel()
