@@ -15,7 +15,7 @@ import torch.nn.functional as F
 
 from skdcgn.settings import CGNImageNetSettings, SettingsError, TeacherSettings
 from skdcgn.teachers.cgn_imagenet import BIGGAN_DEEP_256, CGNImageNetNet, CGNImageNetTeacher, load_network
-from skdcgn.teachers.noise import TRUNCATION_BOUND
+from skdcgn.teachers.noise import TRUNCATION_BOUND, draw_noise
 from skdcgn.teachers.registry import make_teacher
 from skdcgn.teachers.state_dict import CheckpointError
 from skdcgn.teachers.u2net import U2Net
@@ -83,8 +83,6 @@ def teacher(tiny_checkpoint) -> CGNImageNetTeacher:
 
 
 def inputs(n: int = 2, seed: int = 0, truncation: float = 0.5) -> tuple[torch.Tensor, torch.Tensor]:
-    from skdcgn.teachers.noise import draw_noise
-
     generator = torch.Generator().manual_seed(seed)
     return draw_noise(n, 128, generator, truncation), torch.arange(n) % 10
 
@@ -193,9 +191,8 @@ def test_the_teacher_stays_in_eval_mode(teacher):
 
 
 def test_module_prefix_and_biggan_gt_change_nothing(teacher, tmp_path):
-    plain = {key: value for key, value in teacher.network.state_dict().items()}
     path = tmp_path / "plain.pth"
-    torch.save(plain, path)
+    torch.save(teacher.network.state_dict(), path)
     z, y = inputs()
     assert torch.equal(tiny_teacher(path)("background", z, y), teacher("background", z, y))
 
