@@ -74,5 +74,6 @@ def _synchronise(device: torch.device) -> None:
 
 def report(name: str, rates: dict[str, float], ratio: tuple[str, str], unit: str) -> None:
     """One line: each rate, then the ratio of the two named ones."""
-    shown = ", ".join(f"{label} {rate:,.0f} {unit}" for label, rate in rates.items())
+    shown = ", ".join(f"{label} {rate:,.0f} {unit}" if rate >= 100 else f"{label} {rate:.3g} {unit}"
+                      for label, rate in rates.items())
     print(f"{name}: {shown}; {ratio[0]} / {ratio[1]} = {rates[ratio[0]] / rates[ratio[1]]:.3f}", flush=True)

@@ -42,6 +42,15 @@ def evaluation_sets(params: Params, teacher: Teacher, with_factual: bool) -> tup
         return (factual_set(teacher, params.compose.n, params.seed) if with_factual else None), test
 
 
+def protocol_skipped(teacher: Teacher) -> str | None:
+    """None where the digit-classifier protocol can judge this teacher's counterfactuals; else the line that
+    the metrics carry in place of its accuracies."""
+    if teacher.draws_digits:
+        return None
+    return (f"skipped: the CGN paper's digit-classifier protocol judges digit teachers (synthetic, cgn-mnist); "
+            f"this {teacher.kind} teacher's images are not digits")
+
+
 def classifier_for(teacher: Teacher, device: torch.device) -> Classifier:
     """The CGN paper's digit CNN, one output per teacher class."""
     return Classifier(DigitCNN, teacher.num_classes, device)

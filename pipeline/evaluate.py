@@ -1,13 +1,18 @@
 """Stage evaluate: a classifier trained on the students' counterfactuals, tested out of distribution and
 compared with the teacher's counterfactuals (stage reference) at the same size, inputs and seeds; and a
 classifier that tries to tell the students' counterfactuals from real images with random colours. Teacher and
-classifiers run on the stage's device."""
+classifiers run on the stage's device. For a teacher whose images are not digits (ImageNet) the metrics say
+that the classifier protocol was skipped: the students' fidelity (distill) and grids (compose) still stand."""
+
+import torch
 
 from pipeline.common import DATA, exit_on_error, read_json, setup_torch, stage_args, staging, write_json
-from pipeline.downstream import (classifier_for, evaluation_sets, real_or_counterfactual, scores_on_test,
-                                 write_confusion)
+from pipeline.downstream import (classifier_for, evaluation_sets, protocol_skipped, real_or_counterfactual,
+                                 scores_on_test, write_confusion)
+from pipeline.params import Params
 from skdcgn.evaluation.protocol import Labelled
-from skdcgn.shards.reading import open_dataset
+from skdcgn.shards.reading import Dataset, open_dataset
+from skdcgn.teachers.base import Teacher
 from skdcgn.teachers.registry import make_teacher
 
 
@@ -17,8 +22,32 @@ def main() -> None:
     reference = read_json(DATA / "reference" / "metrics.json")
     with exit_on_error():
         teacher = make_teacher(params.teacher).to(device)
-    _, test = evaluation_sets(params, teacher, with_factual=False)
+    skipped = protocol_skipped(teacher)
     counterfactuals = open_dataset(DATA / "counterfactuals" / "shards")
+    sizes = {"train_size": counterfactuals.num_samples, "per_shape": counterfactuals.info["per_shape"]}
+    if skipped:
+        metrics, confusion = {"classifier_protocol": skipped, **sizes}, None
+    else:
+        scores, confusion, realism = classifier_scores(params, teacher, counterfactuals, device)
+        teacher_accuracy = reference["teacher"]["accuracy"]
+        metrics = {
+            "student": scores,
+            # None where the teacher's counterfactuals taught nothing (a tiny set for many classes): no ratio.
+            "student_over_teacher": scores["accuracy"] / teacher_accuracy if teacher_accuracy else None,
+            **sizes,
+            "real_vs_counterfactual": realism,
+        }
+    with staging(DATA / "evaluate") as out:
+        write_json(out / "metrics.json", metrics)
+        if confusion is not None:
+            write_confusion(out / "confusion.csv", confusion)
+
+
+def classifier_scores(params: Params, teacher: Teacher, counterfactuals: Dataset,
+                      device: torch.device) -> tuple[dict, torch.Tensor, dict]:
+    """OOD test scores and confusion of a classifier trained on the students' counterfactuals, and how well
+    another tells them from real images."""
+    _, test = evaluation_sets(params, teacher, with_factual=False)
     loaded = counterfactuals.load()
     train = Labelled(loaded["image"], loaded["label"])
     classifier = classifier_for(teacher, device)
@@ -26,18 +55,7 @@ def main() -> None:
     # Real = the OOD test images: their colours are as independent of the digit as a counterfactual's, so only
     # how the images look can tell the two apart. Factual images would give counterfactuals away by colour alone
     # (test accuracy 0.974 on the default).
-    realism = real_or_counterfactual(test, train, params, classifier)
-    teacher_accuracy = reference["teacher"]["accuracy"]
-    with staging(DATA / "evaluate") as out:
-        write_json(out / "metrics.json", {
-            "student": scores,
-            # None where the teacher's counterfactuals taught nothing (a tiny set for many classes): no ratio.
-            "student_over_teacher": scores["accuracy"] / teacher_accuracy if teacher_accuracy else None,
-            "train_size": len(train.labels),
-            "per_shape": counterfactuals.info["per_shape"],
-            "real_vs_counterfactual": realism,
-        })
-        write_confusion(out / "confusion.csv", confusion)
+    return scores, confusion, real_or_counterfactual(test, train, params, classifier)
 
 
 if __name__ == "__main__":

@@ -60,8 +60,15 @@ def flat(tree: dict, prefix: str = ""):
 
 
 def setting(key: str, value: object) -> str:
-    """`key=value` with the value in YAML flow style, so lists and strings read back as they were."""
-    return f"{key}={yaml.safe_dump(value, default_flow_style=True).strip().removesuffix('...').strip()}"
+    """`key=value` with the value in YAML flow style, so lists and strings read back as they were, and lists
+    without spaces, so that the shell keeps each setting one word."""
+    return f"{key}={flow(value)}"
+
+
+def flow(value: object) -> str:
+    if isinstance(value, list):
+        return "[" + ",".join(map(flow, value)) + "]"
+    return yaml.safe_dump(value, default_flow_style=True).strip().removesuffix("...").strip()
 
 
 def as_arguments(values: dict[str, object]) -> str:

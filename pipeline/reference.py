@@ -3,11 +3,13 @@
 Classifiers trained on the teacher's counterfactuals (from the same inputs and texture shifts the students get in
 compose) and on factual, colour-biased data, both tested on the out-of-distribution test set. Kept apart from
 `evaluate` so an experiment on the students does not retrain these. Teacher and classifiers run on the stage's
-device.
+device. For a teacher whose images are not digits (ImageNet) only the grid of its counterfactuals is made, and
+the metrics say that the classifier protocol was skipped.
 """
 
 from pipeline.common import DATA, exit_on_error, setup_torch, stage_args, staging, write_json
-from pipeline.downstream import classifier_for, evaluation_sets, scores_on_test, write_confusion
+from pipeline.downstream import (classifier_for, evaluation_sets, protocol_skipped, scores_on_test,
+                                 write_confusion)
 from skdcgn.counterfactuals.composite import COMPOSITE_RANGE, render
 from skdcgn.counterfactuals.inputs import counterfactual_inputs, counterfactual_shifts
 from skdcgn.evaluation.protocol import composite_images
@@ -21,28 +23,34 @@ def main() -> None:
     device = setup_torch()
     with exit_on_error():
         teacher = make_teacher(params.teacher).to(device)
-    factual, test = evaluation_sets(params, teacher, with_factual=True)
+    skipped = protocol_skipped(teacher)
+    factual, test = (None, None) if skipped else evaluation_sets(params, teacher, with_factual=True)
     settings = params.compose
     inputs = counterfactual_inputs(teacher.z_dims, teacher.num_classes, settings.n, params.seed, settings.per_shape,
                                    teacher.truncation)
     shifts = counterfactual_shifts(settings.n, teacher.image_size, params.seed, settings.texture_shift)
     changes = settings.teacher_mask_changes()
-    mechanisms, classifier = teacher.mechanisms(), classifier_for(teacher, device)
-    teacher_scores, teacher_confusion = scores_on_test(
-        "teacher counterfactuals", composite_images(mechanisms, inputs, shifts, changes, device), test, params,
-        classifier)
-    factual_scores, _ = scores_on_test("factual data", factual, test, params, classifier)
+    mechanisms = teacher.mechanisms()
+    metrics = {"classifier_protocol": skipped} if skipped else {}
+    if not skipped:
+        classifier = classifier_for(teacher, device)
+        teacher_scores, teacher_confusion = scores_on_test(
+            "teacher counterfactuals", composite_images(mechanisms, inputs, shifts, changes, device), test, params,
+            classifier)
+        factual_scores, _ = scores_on_test("factual data", factual, test, params, classifier)
+        metrics |= {"teacher": teacher_scores, "factual": factual_scores,
+                    "train_size": {"teacher": settings.n, "factual": len(factual.labels)},
+                    "test_size": len(test.labels)}
+    metrics["teacher_parameters"] = sum(map(teacher.num_parameters, teacher.z_dims))
+    shown = min(settings.n, settings.grid_columns**2)
     with staging(DATA / "reference") as out:
-        write_json(out / "metrics.json", {"teacher": teacher_scores, "factual": factual_scores,
-                                          "train_size": {"teacher": settings.n, "factual": len(factual.labels)},
-                                          "test_size": len(test.labels),
-                                          "teacher_parameters": sum(map(teacher.num_parameters, teacher.z_dims))})
-        write_confusion(out / "confusion.csv", teacher_confusion)
-        shown = min(settings.n, settings.grid_columns**2)
+        write_json(out / "metrics.json", metrics)
         save_grid(out / "grid.png", list(render(mechanisms, inputs, 0, shown, shifts, changes, device=device)
                                          .split(settings.grid_columns)), COMPOSITE_RANGE)
-        test_images = decode_images(test.images[:shown], COMPOSITE_RANGE)
-        save_grid(out / "test_grid.png", list(test_images.split(settings.grid_columns)), COMPOSITE_RANGE)
+        if not skipped:
+            write_confusion(out / "confusion.csv", teacher_confusion)
+            test_images = decode_images(test.images[:shown], COMPOSITE_RANGE)
+            save_grid(out / "test_grid.png", list(test_images.split(settings.grid_columns)), COMPOSITE_RANGE)
 
 
 if __name__ == "__main__":

@@ -185,16 +185,27 @@ class CGNImageNetSettings(Settings):
     checkpoint: str = "teachers/cgn-imagenet/cgn.pth"
     # Scale of the truncated noise and BigGAN's BatchNorm statistics; 0.5 is the CGN's setting for datasets.
     truncation: Annotated[float, Field(gt=0.0, le=1.0)] = 0.5
-    image_size: Literal[128, 256] = 256  # 128: the teacher's 256x256 images averaged down, for cheaper students
+    # The checkpoint's own size (256 for the released CGN) or that halved, averaged down: 128 for cheaper
+    # students. The teacher checks it against the checkpoint.
+    image_size: Literal[32, 64, 128, 256, 512] = 256
+
+
+class CustomTeacherSettings(Settings):
+    """`teacher.custom`: your own black-box generator, a subclass of skdcgn.teachers.base.Teacher given by its
+    import path and built with `options` as keyword arguments (skdcgn/teachers/registry.py checks both)."""
+
+    implementation: str = ""  # package.module:Class, e.g. teachers.custom.my_gan:MyGAN
+    options: dict[str, Any] = {}
 
 
 class TeacherSettings(Settings):
     """`teacher`: which kind distils, and each kind's own section (only the chosen kind's section is read)."""
 
-    kind: Literal["synthetic", "cgn-mnist", "cgn-imagenet"] = "synthetic"
+    kind: Literal["synthetic", "cgn-mnist", "cgn-imagenet", "custom"] = "synthetic"
     synthetic: SyntheticSettings = SyntheticSettings()
     cgn_mnist: CGNMnistSettings = Field(default=CGNMnistSettings(), alias="cgn-mnist")
     cgn_imagenet: CGNImageNetSettings = Field(default=CGNImageNetSettings(), alias="cgn-imagenet")
+    custom: CustomTeacherSettings = CustomTeacherSettings()
 
     def section(self) -> Settings:
         """The settings of the chosen kind."""

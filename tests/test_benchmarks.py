@@ -7,11 +7,13 @@ from pathlib import Path
 
 import pytest
 
+from imagenet_checkpoints import write_tiny_checkpoint
+
 ROOT = Path(__file__).resolve().parents[1]
 TINY = ["--set", "generate.per_class=8", "--set", "generate.heldout_per_class=2", "--set", "generate.batch_size=16",
         "--set", "generate.shard_size=32", "--set", "compose.n=40", "--set", "compose.batch_size=16",
         "--set", "train.batch_size=8", "--set", "train.student_widths=[8,8,8,8]", "--repeats", "1"]
-LINE = re.compile(r"(.+): (.+) ([\d,]+) [a-z/]+, (.+) ([\d,]+) [a-z/]+; .+ = ([\d.]+)")
+LINE = re.compile(r"(.+): (.+) ([\d,.]+) [a-z/]+, (.+) ([\d,.]+) [a-z/]+; .+ = ([\d.]+)")
 
 
 @pytest.mark.parametrize("name, extra, lines", [
@@ -20,13 +22,31 @@ LINE = re.compile(r"(.+): (.+) ([\d,]+) [a-z/]+, (.+) ([\d,]+) [a-z/]+; .+ = ([\
     ("student_speed", [], 1),
 ])
 def test_benchmark_reports_two_rates_and_their_ratio(name, extra, lines):
-    result = subprocess.run([sys.executable, "-m", f"benchmarks.{name}", *TINY, *extra], cwd=ROOT,
-                            capture_output=True, text=True, env={"PATH": "/usr/bin:/bin", "SKDCGN_THREADS": "1"})
+    check_reports(run_benchmark(name, *TINY, *extra), lines)
+
+
+def test_imagenet_benchmark_compares_each_mechanism_at_both_sizes(tmp_path):
+    """On a tiny random CGN (the full-size one costs the CPU minutes): the code path a user's cgn.pth takes."""
+    checkpoint = write_tiny_checkpoint(tmp_path / "cgn.pth", doublings=6)
+    reports = check_reports(run_benchmark("imagenet_speed", "--checkpoint", str(checkpoint), "--batch", "1"), 6)
+    assert [r.group(1).split(" (")[0] for r in reports] == [f"{size}x{size} {im}" for size in (256, 128)
+                                                             for im in ("shape", "texture", "background")]
+    assert all("GFLOP/image" in r.group(1) and "M parameters" in r.group(1) for r in reports)
+
+
+def run_benchmark(name: str, *args: str) -> str:
+    result = subprocess.run([sys.executable, "-m", f"benchmarks.{name}", *args], cwd=ROOT, capture_output=True,
+                            text=True, env={"PATH": "/usr/bin:/bin", "SKDCGN_THREADS": "1"})
     assert result.returncode == 0, result.stderr[-2000:]
-    reports = [LINE.fullmatch(line) for line in result.stdout.splitlines() if not line.startswith("#")]
-    assert len(reports) == lines and all(reports), result.stdout
+    return result.stdout
+
+
+def check_reports(stdout: str, lines: int) -> list[re.Match]:
+    reports = [LINE.fullmatch(line) for line in stdout.splitlines() if not line.startswith("#")]
+    assert len(reports) == lines and all(reports), stdout
     for report in reports:
         first, second = (float(report.group(i).replace(",", "")) for i in (3, 5))
         assert first > 0 and second > 0
         # Rates are printed rounded; the ratio is of the unrounded ones.
         assert float(report.group(6)) == pytest.approx(first / second, rel=0.05, abs=0.002)
+    return reports

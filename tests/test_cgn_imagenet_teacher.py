@@ -14,25 +14,16 @@ import torch
 import torch.nn.functional as F
 
 from skdcgn.settings import CGNImageNetSettings, SettingsError, TeacherSettings
-from skdcgn.teachers.cgn_imagenet import BIGGAN_DEEP_256, CGNImageNetNet, CGNImageNetTeacher, load_network
+from imagenet_checkpoints import released_layout, tiny_biggan, write_tiny_checkpoint
+from skdcgn.teachers.cgn_imagenet import (BIGGAN_DEEP_256, CGNImageNetNet, CGNImageNetTeacher, biggan_config,
+                                          load_network)
 from skdcgn.teachers.noise import TRUNCATION_BOUND, draw_noise
 from skdcgn.teachers.registry import make_teacher
 from skdcgn.teachers.state_dict import CheckpointError
 from skdcgn.teachers.u2net import U2Net
 
-# Channel width 4 and six upsampling blocks: 4x4 -> 256x256 in a fraction of a second per image. The first
-# block must take 16 x width (BigGAN's first linear layer), attention needs width x multiplier >= 8.
-TINY_256 = {**BIGGAN_DEEP_256, "channel_width": 4, "num_classes": 10, "attention_layer_position": 2,
-            "layers": [(True, 16, 16), (True, 16, 8), (True, 8, 4), (True, 4, 4), (True, 4, 2), (True, 2, 1)]}
 BIGGAN_PARAMETERS = 55_880_833  # each of the three BigGAN-deep-256 (spec)
 U2NET_PARAMETERS = 44_009_869
-
-
-def released_layout(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """As the CGN's own training saves it: DataParallel's prefix, and biggan_GT beside the three BigGANs."""
-    gt = {f"biggan_GT.{key.removeprefix('f_shape.')}": value for key, value in state.items()
-          if key.startswith("f_shape.")}
-    return {f"module.{key}": value for key, value in {**state, **gt}.items()}
 
 
 @pytest.fixture(scope="module")
@@ -48,33 +39,13 @@ def full_size_checkpoint(meta_state, tmp_path_factory):
     return path
 
 
-def random_state(config: dict, seed: int = 0) -> dict[str, torch.Tensor]:
-    """Random weights that render finite images: the traps of ../shared/specs/cgn-imagenet-teacher.md."""
-    torch.manual_seed(seed)
-    network = CGNImageNetNet(config)
-    for biggan in (network.f_shape, network.f_text, network.f_bg):
-        biggan.generator.bn.weight.data.fill_(1.0)  # created uninitialised by the package
-        biggan.generator.bn.bias.data.zero_()
-        for name, buffer in biggan.named_buffers():
-            if name.endswith("running_means"):  # per-truncation statistics that differ, so truncation matters
-                buffer.normal_(0.0, 0.1)
-        # Random spectral-norm vectors make sigma tiny and the output NaN: a few power iterations fix them.
-        torch.nn.Module.train(biggan, True)
-        with torch.no_grad():
-            for _ in range(5):
-                biggan(torch.zeros(1, config["z_dim"]), torch.eye(config["num_classes"])[:1], 0.5)
-    return network.state_dict()
-
-
 @pytest.fixture(scope="module")
 def tiny_checkpoint(tmp_path_factory):
-    path = tmp_path_factory.mktemp("tiny") / "cgn.pth"
-    torch.save(released_layout(random_state(TINY_256)), path)
-    return path
+    return write_tiny_checkpoint(tmp_path_factory.mktemp("tiny") / "cgn.pth", doublings=6)
 
 
 def tiny_teacher(path, **settings) -> CGNImageNetTeacher:
-    return CGNImageNetTeacher(CGNImageNetSettings(checkpoint=str(path), **settings), biggan_config=TINY_256)
+    return CGNImageNetTeacher(CGNImageNetSettings(checkpoint=str(path), **settings))
 
 
 @pytest.fixture(scope="module")
@@ -107,7 +78,8 @@ def test_u2net_keeps_odd_sizes():
 
 
 def test_full_size_checkpoint_in_the_released_layout_loads(full_size_checkpoint):
-    network = load_network(full_size_checkpoint)
+    network, config = load_network(full_size_checkpoint)
+    assert config == BIGGAN_DEEP_256  # read back from the tensors' shapes
     for name in ("f_shape", "f_text", "f_bg"):
         assert sum(p.numel() for p in getattr(network, name).parameters()) == BIGGAN_PARAMETERS
     assert sum(p.numel() for p in network.u2net.parameters()) == U2NET_PARAMETERS
@@ -153,7 +125,7 @@ def test_without_the_extra_the_teacher_says_what_to_install(full_size_checkpoint
 
 
 @pytest.mark.parametrize("section, allowed", [({"truncation": 0.0}, "> 0"), ({"truncation": 1.5}, "<= 1"),
-                                              ({"image_size": 64}, "128")])
+                                              ({"image_size": 100}, "128")])
 def test_bad_settings_are_refused_in_one_line(section, allowed):
     with pytest.raises(SettingsError) as error:
         TeacherSettings.parse({"kind": "cgn-imagenet", "cgn-imagenet": section}, "teacher")
@@ -203,6 +175,21 @@ def test_truncation_selects_other_images_for_the_same_noise(tiny_checkpoint, tea
     assert (other("texture", z, y) - teacher("texture", z, y)).abs().max() > 1e-3
     assert other.identity()["truncation"] == 0.8 and teacher.identity()["truncation"] == 0.5
     assert other.identity()["sha256"] == teacher.identity()["sha256"]
+
+
+@pytest.mark.parametrize("doublings", [4, 6])
+def test_a_smaller_cgns_configuration_is_read_from_its_checkpoint(doublings, tmp_path):
+    config = tiny_biggan(doublings)
+    with torch.device("meta"):
+        state = CGNImageNetNet(config).state_dict()
+    assert biggan_config(state) == config
+
+
+def test_an_image_size_the_checkpoint_cannot_give_is_refused_in_one_line(tiny_checkpoint):
+    with pytest.raises(ValueError) as error:
+        tiny_teacher(tiny_checkpoint, image_size=512)
+    assert str(error.value) == (f"teacher.cgn-imagenet.image_size 512: checkpoint {tiny_checkpoint} renders "
+                                f"256x256; allowed: 256, 128, 64, 32")
 
 
 def test_image_size_128_averages_the_256_images(tiny_checkpoint, teacher):

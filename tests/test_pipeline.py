@@ -2,6 +2,7 @@
 
 import hashlib
 import json
+import math
 import os
 import re
 import shutil
@@ -16,6 +17,8 @@ import pytest
 import yaml
 
 from conftest import SHARED
+from imagenet_checkpoints import write_tiny_checkpoint
+from test_custom_teacher import STRIPES
 from pipeline.profile import merged, nested, overrides
 from skdcgn.shards.format import read_meta
 
@@ -293,6 +296,93 @@ def test_many_classes_and_large_images_run_the_whole_pipeline(large_repo):
     assert set(files["data/evaluate/metrics.json"]["student"]) == {"accuracy"}  # no MNIST variant, no hard part
     counterfactuals = read_meta(large_repo / "data/counterfactuals/shards")
     assert counterfactuals["image"]["height"] == 64 and counterfactuals["num_samples"] == 40
+
+
+# The ImageNet CGN through its profile (profiles/cgn-imagenet.yaml: streamed JPEG shards, students with a class
+# embedding) on a tiny random checkpoint in the released layout that renders 64x64 (10 classes, the full U2-Net).
+IMAGENET_CHECKPOINT = "teachers/cgn-imagenet/cgn.pth"
+IMAGENET = {"teacher": {"cgn-imagenet": {"image_size": 64}},
+            "generate": {"per_class": 8, "heldout_per_class": 2, "shard_size": 40, "batch_size": 20},
+            "train": {"steps": 4, "batch_size": 8, "log_every": 2, "eval_every": 2, "loader_workers": 1,
+                      "shuffle_buffer": 40, "student_widths": [16, 16, 8, 8], "class_embedding": 8,
+                      "disc_widths": [8, 16, 32]},
+            "ims": {"shape": {"steps": 4}, "texture": {"steps": 4}, "background": {"steps": 4}},
+            "compose": {"n": 40, "shard_size": 20, "batch_size": 20, "grid_columns": 4}}
+
+
+@pytest.fixture(scope="module")
+def imagenet_repo(tmp_path_factory) -> Path:
+    repo = tmp_path_factory.mktemp("imagenet-project")
+    write_tiny_checkpoint(repo / IMAGENET_CHECKPOINT, doublings=4)
+    return tiny_project(repo, IMAGENET, profile=nested(overrides("cgn-imagenet", root=ROOT)))
+
+
+def numbers(tree) -> list[float]:
+    if isinstance(tree, dict):
+        return [x for value in tree.values() for x in numbers(value)]
+    if isinstance(tree, list):
+        return [x for value in tree for x in numbers(value)]
+    return [float(tree)] if isinstance(tree, (int, float)) and not isinstance(tree, bool) else []
+
+
+def test_imagenet_cgn_runs_the_whole_pipeline_without_a_nan(imagenet_repo):
+    assert stages_run((imagenet_repo / "first_repro.log").read_text()) == STAGES
+    files = metrics(imagenet_repo)
+    assert set(files) == {f"data/students/{im}/live/metrics.json" for im in ("shape", "texture", "background")} | {
+        "data/reference/metrics.json", "data/evaluate/metrics.json"}
+    values = numbers(files)
+    assert values and all(math.isfinite(value) for value in values)
+    texture = read_meta(imagenet_repo / "data/teacher/texture/train")
+    assert texture["info"]["teacher"]["kind"] == "cgn-imagenet" and texture["image"]["format"] == "jpeg"
+    assert texture["num_samples"] == 80 and texture["image"]["height"] == 64
+    assert read_meta(imagenet_repo / "data/teacher/shape/train")["image"]["format"] == "png"
+    shape = files["data/students/shape/live/metrics.json"]
+    assert shape["parameters"]["student"] < shape["parameters"]["teacher"] / 8
+    for grid in ("data/reference/grid.png", "data/counterfactuals/grid.png", "data/students/texture/grid.png"):
+        assert (imagenet_repo / grid).stat().st_size > 0, grid
+
+
+def test_imagenet_evaluation_says_in_the_metrics_that_the_digit_protocol_is_skipped(imagenet_repo):
+    files = metrics(imagenet_repo)
+    for stage in ("reference", "evaluate"):
+        line = files[f"data/{stage}/metrics.json"]["classifier_protocol"]
+        assert line.startswith("skipped: ") and "cgn-imagenet" in line and "\n" not in line
+    assert files["data/evaluate/metrics.json"]["train_size"] == 40
+    assert "student" not in files["data/evaluate/metrics.json"]
+    out = imagenet_repo / "plots_html"
+    dvc(imagenet_repo, "plots", "show", "-o", str(out))  # no confusion matrices to draw: still a page
+    assert "heldout" in (out / "index.html").read_text()
+
+
+# A teacher of the user's own (tests/test_custom_teacher.py), in teachers/custom/ as the README says.
+CUSTOM = {"teacher": {"kind": "custom", "custom": {"implementation": "teachers.custom.stripes:Stripes",
+                                                   "options": {"num_classes": 3, "image_size": 32}}}}
+
+
+@pytest.fixture(scope="module")
+def custom_repo(tmp_path_factory) -> Path:
+    repo = tmp_path_factory.mktemp("custom-project")
+    (repo / "teachers" / "custom").mkdir(parents=True)
+    (repo / "teachers" / "custom" / "stripes.py").write_text(STRIPES)
+    return tiny_project(repo, CUSTOM)
+
+
+def test_a_teacher_of_ones_own_is_distilled_by_the_whole_pipeline(custom_repo):
+    assert stages_run((custom_repo / "first_repro.log").read_text()) == STAGES
+    assert read_meta(custom_repo / "data/teacher/shape/train")["info"]["teacher"]["kind"] == "stripes"
+    files = metrics(custom_repo)
+    assert files["data/students/texture/live/metrics.json"]["heldout"]["psnr"] > 0
+    assert files["data/evaluate/metrics.json"]["classifier_protocol"].startswith("skipped: ")
+
+
+def test_editing_ones_own_teacher_makes_the_stages_it_feeds_out_of_date(custom_repo):
+    module = custom_repo / "teachers" / "custom" / "stripes.py"
+    before = append_comment(module)
+    try:
+        stale = set(json.loads(dvc(custom_repo, "status", "--json")))
+    finally:
+        module.write_text(before)
+    assert stale == {"generate@shape", "generate@texture", "generate@background", "reference", "evaluate"}
 
 
 def test_real_teacher_pipeline_runs_on_real_digits(cgn_repo):

@@ -5,6 +5,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import yaml
 
 from pipeline.params import ParamError
 from pipeline.profile import as_arguments, overrides
@@ -20,9 +21,21 @@ def test_cgn_profile_points_at_the_variants_teacher(variant):
     assert values["evaluate.data"] == "mnist" and values["compose.texture_shift"] == "cyclic"
 
 
-def test_arguments_read_back_as_the_same_values():
-    text = as_arguments({"a.b": 5, "c": [1, 2], "d": "x", "e": 0.002})
-    assert text == "-S a.b=5 -S c=[1, 2] -S d=x -S e=0.002"
+def test_arguments_read_back_as_the_same_values_one_shell_word_each():
+    values = {"a.b": 5, "c": [1, 2, 16], "d": "x", "e": 0.002}
+    words = as_arguments(values).split()  # as $(...) splits them
+    assert words[::2] == ["-S"] * len(values)
+    assert dict((key, yaml.safe_load(value)) for key, _, value in (w.partition("=") for w in words[1::2])) == values
+
+
+@pytest.mark.parametrize("name, size", [("cgn-imagenet", 256), ("cgn-imagenet-128", 128)])
+def test_imagenet_profiles_make_students_of_their_size_from_streamed_jpeg_shards(name, size):
+    values = overrides(name, root=ROOT)
+    widths = values["train.student_widths"]
+    assert values["teacher.kind"] == "cgn-imagenet" and values["teacher.cgn-imagenet.image_size"] == size
+    assert 8 * 2 ** (len(widths) - 1) == size and values["train.class_embedding"] > 0
+    assert values["train.data"] == "stream" and values["generate.per_class"] == 1000
+    assert values["generate.image_format.texture"] == values["generate.image_format.background"] == "jpeg"
 
 
 def test_a_bad_variant_is_refused_by_the_params_schema():
@@ -31,7 +44,7 @@ def test_a_bad_variant_is_refused_by_the_params_schema():
 
 
 def test_unknown_profile_lists_the_known_ones():
-    with pytest.raises(ParamError, match="allowed: cgn-mnist"):
+    with pytest.raises(ParamError, match="allowed: cgn-imagenet, cgn-imagenet-128, cgn-mnist"):
         overrides("nope", root=ROOT)
 
 

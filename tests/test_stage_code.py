@@ -42,8 +42,9 @@ def imported_modules(path: Path) -> set[str]:
 
 
 def teacher_kinds() -> list[str]:
+    """The project's teacher modules (a custom teacher's module is the user's, under teachers/custom/)."""
     return [info.default.implementation.partition(":")[0] for name, info in TeacherSettings.model_fields.items()
-            if name != "kind"]
+            if name != "kind" and info.default.implementation]
 
 
 def closure(entry: Path) -> set[Path]:

@@ -23,7 +23,8 @@ class Teacher:
 
     `mirrors` names the dataset a teacher imitates where evaluation can rebuild it from real data (an MNIST
     variant such as double_colored), else None. `truncation` says which noise it takes (skdcgn.teachers.noise):
-    None for standard normal noise.
+    None for standard normal noise. `draws_digits` says whether the CGN paper's digit-classifier protocol (stages
+    reference and evaluate) can judge its counterfactuals; for other teachers those stages say they skip it.
     """
 
     kind: str = "abstract"
@@ -32,6 +33,7 @@ class Teacher:
     z_dims: dict[str, int]
     mirrors: str | None = None
     truncation: float | None = None
+    draws_digits: bool = False
     device: torch.device = torch.device("cpu")
     network: torch.nn.Module | None = None
 

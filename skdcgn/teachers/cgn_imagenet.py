@@ -32,13 +32,49 @@ UNUSED_PREFIX = "biggan_GT."
 MASK_CLAMP = (1e-4, 0.9999)  # the CGN's: keeps the composite's gradients alive at the mask's extremes
 DOWNLOAD_HINT = "get cgn.pth from the CGN authors' repository (see teachers/README.md)"
 # pytorch_pretrained_biggan's BigGANConfig for the 256x256 model (its convert_tf_to_pytorch.BigGAN256): 12 blocks
-# of (upsample?, in, out) channel multipliers of 128, self-attention before block 8.
+# of (upsample?, in, out) channel multipliers of 128, self-attention before block 8. The released checkpoint
+# reads back as exactly this (biggan_config); eps is not stored in a checkpoint and is BigGAN-deep's own.
 BIGGAN_DEEP_256 = {
     "output_dim": 256, "z_dim": Z_DIM, "class_embed_dim": 128, "channel_width": 128, "num_classes": NUM_CLASSES,
     "layers": [(False, 16, 16), (True, 16, 16), (False, 16, 16), (True, 16, 8), (False, 8, 8), (True, 8, 8),
                (False, 8, 8), (True, 8, 4), (False, 4, 4), (True, 4, 2), (False, 2, 2), (True, 2, 1)],
     "attention_layer_position": 8, "eps": 1e-4, "n_stats": 51,
 }
+SMALLEST_IMAGE = 32
+
+
+def biggan_config(state: dict[str, torch.Tensor], prefix: str = "f_shape.") -> dict:
+    """The configuration of the BigGAN-deep stored under `prefix`, read from its tensors' shapes, so a CGN of
+    another size or class count (a 128x128 one, the tests' tiny ones) loads like the released 256x256 one.
+    Upsampling has no weights: BigGAN-deep pairs its blocks, the second of each pair doubling the resolution."""
+    def shape(key: str) -> torch.Size:
+        return state[f"{prefix}{key}"].shape
+
+    z_dim, num_classes = shape("embeddings.weight")
+    width = shape("generator.gen_z.weight_orig")[0] // (4 * 4 * 16)  # the first block's 16 x width at 4x4
+    layers, attention = [], None
+    blocks = sorted({int(key.split(".")[3]) for key in state if key.startswith(f"{prefix}generator.layers.")})
+    for index in blocks:
+        if f"{prefix}generator.layers.{index}.conv_0.weight_orig" in state:
+            in_channels = shape(f"generator.layers.{index}.conv_0.weight_orig")[1]
+            out_channels = shape(f"generator.layers.{index}.conv_3.weight_orig")[0]
+            layers.append((len(layers) % 2 == 1, in_channels // max(width, 1), out_channels // max(width, 1)))
+        else:  # the self-attention layer, which BigGAN places before block number `attention_layer_position`
+            attention = len(layers)
+    return {"output_dim": 4 * 2 ** sum(up for up, _, _ in layers), "z_dim": z_dim, "class_embed_dim": z_dim,
+            "channel_width": width, "num_classes": num_classes, "layers": layers,
+            "attention_layer_position": len(layers) if attention is None else attention,
+            "eps": BIGGAN_DEEP_256["eps"], "n_stats": shape("generator.bn.running_means")[0]}
+
+
+def stored_config(state: dict[str, torch.Tensor]) -> dict:
+    """The checkpoint's BigGAN-deep configuration; where the shape network is not a readable BigGAN-deep, the
+    released one, so that the layout check names every key that is wrong."""
+    try:
+        config = biggan_config(state)
+    except KeyError:
+        return BIGGAN_DEEP_256
+    return config if config["channel_width"] >= 1 and config["layers"] else BIGGAN_DEEP_256
 
 
 def biggan(config: dict) -> nn.Module:
@@ -71,16 +107,18 @@ def checkpoint_state(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     return {key: value for key, value in state.items() if not key.startswith(UNUSED_PREFIX)}
 
 
-def load_network(path: Path, biggan_config: dict = BIGGAN_DEEP_256) -> CGNImageNetNet:
-    """The checkpoint's networks, key- and shape-checked in one line, in eval mode without gradients."""
+def load_network(path: Path) -> tuple[CGNImageNetNet, dict]:
+    """The checkpoint's networks, key- and shape-checked in one line, in eval mode without gradients, and their
+    BigGAN-deep configuration."""
     state = checkpoint_state(read_state_dict(path, DOWNLOAD_HINT))
+    config = stored_config(state)
     # Built on the meta device: the checkpoint's tensors become the weights (assign), with no random
     # initialisation of 212 M parameters that would be overwritten at once.
     with torch.device("meta"):
-        network = CGNImageNetNet(biggan_config)
+        network = CGNImageNetNet(config)
     check_layout(state, network.state_dict(), path, "ImageNet CGN")
     network.load_state_dict(state, strict=True, assign=True)
-    return network.eval().requires_grad_(False)
+    return network.eval().requires_grad_(False), config
 
 
 class CGNImageNetTeacher(Teacher):
@@ -88,15 +126,19 @@ class CGNImageNetTeacher(Teacher):
 
     kind = "cgn-imagenet"
 
-    def __init__(self, settings: CGNImageNetSettings = CGNImageNetSettings(),
-                 biggan_config: dict = BIGGAN_DEEP_256) -> None:
+    def __init__(self, settings: CGNImageNetSettings = CGNImageNetSettings()) -> None:
         path = Path(settings.checkpoint)
-        self.network = load_network(path, biggan_config)
+        self.network, config = load_network(path)
+        native = config["output_dim"]
+        allowed = [native >> halvings for halvings in range(8) if native >> halvings >= SMALLEST_IMAGE]
+        if settings.image_size not in allowed:
+            raise ValueError(f"teacher.cgn-imagenet.image_size {settings.image_size}: checkpoint {path} renders "
+                             f"{native}x{native}; allowed: {', '.join(map(str, allowed))}")
         self.sha256 = file_sha256(path)
         self.truncation = settings.truncation
         self.image_size = settings.image_size
-        self.num_classes = biggan_config["num_classes"]
-        self.z_dims = {im: biggan_config["z_dim"] for im in NETWORKS}
+        self.num_classes = config["num_classes"]
+        self.z_dims = {im: config["z_dim"] for im in NETWORKS}
 
     def identity(self) -> dict:
         return {**super().identity(), "truncation": self.truncation, "sha256": self.sha256}

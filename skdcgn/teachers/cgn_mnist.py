@@ -81,6 +81,7 @@ class CGNMnistTeacher(Teacher):
     """One of the three published CGN-MNIST networks; each mechanism is one head, a function of its (u, y)."""
 
     kind = "cgn-mnist"
+    draws_digits = True
 
     def __init__(self, settings: CGNMnistSettings = CGNMnistSettings()) -> None:
         path = Path(settings.checkpoint)

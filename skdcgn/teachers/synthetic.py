@@ -168,6 +168,7 @@ class SyntheticTeacher(Teacher):
     """Procedural double-coloured digits: shape = soft stroke mask, texture/background = palette + pattern."""
 
     kind = "synthetic"
+    draws_digits = True
 
     def __init__(self, settings: SyntheticSettings = SyntheticSettings()) -> None:
         self.image_size = size = settings.image_size
