@@ -57,6 +57,8 @@ step 150 "Teacher sampling into shards, 256x256, 1,000 classes" "$python" -m ben
   "${large[@]}" --set generate.per_class=4
 step 120 "Students against the teacher, 256x256 counterfactuals" "$python" -m benchmarks.student_speed \
   "${large[@]}" --set compose.n=2000 --set compose.batch_size=250
+step 240 "ImageNet CGN (random full-size weights) against the profiles' students, per mechanism, 256 and 128" \
+  "$python" -m benchmarks.imagenet_speed --batch 32 --repeats 3
 # 2,000 training samples in 20 shards (8 loader workers need at least 8), 1,000 held out.
 train=(--im texture --steps 100 --set generate.per_class=2 --set generate.heldout_per_class=1
        --set generate.shard_size=100 --set train.batch_size=64)
