@@ -4,35 +4,118 @@ The two sets come from different seed streams: the held-out inputs are never see
 fidelity measured on them is generalisation, not memory. The teacher runs on the stage's device.
 `SKDCGN_RESUME=1` continues a killed run from its whole shards when params, teacher and code are unchanged;
 the result is the same bytes.
+
+Several processes (GPUs, machines) write one dataset, each its own shards (skdcgn/shards/parts.py), to the bytes
+of one process:
+- `SKDCGN_PROCESSES=N` on one machine: N part processes, one GPU each when there are GPUs, then this process
+  joins their shards;
+- `SKDCGN_PART=p/P` runs part p of P alone (one per machine of a cluster, into a shared data/); the run after
+  the last part, `SKDCGN_RESUME=1 dvc repro -s generate@<im>`, joins them and writes any shard still missing.
 """
 
-from pipeline.common import (DATA, exit_on_error, may_resume, resume_key, setup_torch, shard_writers, stage_args,
-                             staging)
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import torch
+
+from pipeline.common import (DATA, PROCESSES_ENV, RESUME_DIR, RESUME_ENV, env_count, exit_on_error, may_resume,
+                             resume_key, setup_torch, shard_writers, stage_args, staging)
+from skdcgn.shards.parts import Part
+from skdcgn.shards.workers import die_with
+from skdcgn.utils.atomic import atomic_file, partial_path
 from skdcgn.teachers.registry import make_teacher
 from skdcgn.teachers.sampling import sample_teacher
 from skdcgn.utils.progress import progress
 from skdcgn.utils.seeds import generator
 
+PART_ENV = "SKDCGN_PART"
+
 
 def main() -> None:
     params, im = stage_args(with_im=True)
-    device = setup_torch()
+    part = this_part()
+    processes = env_count(PROCESSES_ENV, default=1, minimum=1) if part.alone else 1
+    device = part_device(setup_torch(), part)
     with exit_on_error():
         teacher = make_teacher(params.teacher).to(device)
-    settings = params.generate
-    resume = may_resume(default=False)
-    writers = shard_writers()
-    key = resume_key("generate", im, params.seed, params.teacher.kind, params.teacher.section(), settings,
+    key = resume_key("generate", im, params.seed, params.teacher.kind, params.teacher.section(), params.generate,
                      teacher.identity())
-    with staging(DATA / "teacher" / im, key, resume) as out:
-        for split, per_class in (("train", settings.per_class), ("heldout", settings.heldout_per_class)):
-            if (out / split).is_dir():
-                continue  # finished before the interruption: kept only when resuming a run of the same key
-            total = per_class * teacher.num_classes
-            with progress(f"generate {im} {split}", total, every=settings.batch_size) as advance:
-                sample_teacher(teacher, im, out / split, per_class, generator(params.seed, "generate", im, split),
-                               settings, advance=advance, resume=resume, writers=writers,
-                               class_means=split == "train")
+    output = DATA / "teacher" / im
+    if not part.alone:
+        sample_splits(teacher, params, im, part_output(output, key), part, resume=True)
+        return
+    resume = may_resume(default=False)
+    with staging(output, key, resume) as out:
+        if processes > 1:
+            run_parts(im, processes)
+        sample_splits(teacher, params, im, out, part, resume=resume or processes > 1)
+
+
+def this_part() -> Part:
+    """SKDCGN_PART=p/P, else a lone process; anything else ends the stage with one line, exit code 2."""
+    with exit_on_error():
+        return Part.parse(os.environ[PART_ENV]) if os.environ.get(PART_ENV) else Part()
+
+
+def part_device(device: torch.device, part: Part) -> torch.device:
+    """Part p on GPU p (modulo the GPUs this machine has): N parts on N GPUs, each its own."""
+    return torch.device("cuda", part.index % torch.cuda.device_count()) if device.type == "cuda" else device
+
+
+def part_output(output: Path, key: str) -> Path:
+    """The partial output that the parts of one run share, marked with `key` by whichever part comes first. One
+    of another run (other params or code) is not a part's to wipe, as other parts may be writing into it: refused
+    with one line, exit code 2, before anything is written."""
+    partial = partial_path(output)
+    key_file = partial / RESUME_DIR / "key"
+    key_file.parent.mkdir(parents=True, exist_ok=True)
+    if not key_file.is_file():
+        with atomic_file(key_file) as written:
+            written.write_text(key)
+    if key_file.read_text() != key:
+        print(f"error: {partial} holds a run of other params or code; allowed: parts of one run. Delete it, then "
+              f"start the parts again", file=sys.stderr)
+        raise SystemExit(2)
+    return partial
+
+
+def sample_splits(teacher, params, im: str, out: Path, part: Part, resume: bool) -> None:
+    settings = params.generate
+    for split, per_class in (("train", settings.per_class), ("heldout", settings.heldout_per_class)):
+        if (out / split).is_dir():
+            continue  # finished before the interruption: kept only when resuming a run of the same key
+        total = part.samples(per_class * teacher.num_classes, settings.shard_size)
+        label = f"generate {im} {split}" + ("" if part.alone else f" part {part}")
+        with progress(label, total, every=settings.batch_size) as advance:
+            sample_teacher(teacher, im, out / split, per_class, generator(params.seed, "generate", im, split),
+                           settings, advance=advance, resume=resume, writers=shard_writers(),
+                           class_means=split == "train", part=part)
+        if part.alone:
+            report_disk(f"generate {im} {split}", out / split, per_class * teacher.num_classes)
+
+
+def report_disk(label: str, dataset: Path, samples: int) -> None:
+    """What a sample costs on disk, shards, manifest and class means included: the figure to plan a million by."""
+    size = sum(path.stat().st_size for path in dataset.iterdir())
+    print(f"{label}: {samples:,} samples, {size / 1e6:,.1f} MB on disk, {size / samples / 1e3:,.2f} kB per sample",
+          flush=True)
+
+
+def run_parts(im: str, processes: int) -> None:
+    """The stage once per part, in parallel; they write into the partial output this process then joins. A failed
+    part ends the stage with its exit code and leaves the whole shards for SKDCGN_RESUME=1."""
+    parent = os.getpid()
+    parts = [subprocess.Popen([sys.executable, "-m", "pipeline.generate", im], preexec_fn=lambda: die_with(parent),
+                              env={**os.environ, PART_ENV: f"{index}/{processes}", PROCESSES_ENV: "1"})
+             for index in range(processes)]
+    codes = [process.wait() for process in parts]
+    failed = [(index, code) for index, code in enumerate(codes) if code]
+    if failed:
+        print(f"error: generate {im} part {failed[0][0]}/{processes} failed (exit code {failed[0][1]}); "
+              f"{RESUME_ENV}=1 goes on from the whole shards", file=sys.stderr)
+        raise SystemExit(failed[0][1] if failed[0][1] > 0 else 1)
 
 
 if __name__ == "__main__":

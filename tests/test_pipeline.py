@@ -148,6 +148,42 @@ def test_regenerating_gives_byte_identical_shards(repo):
     assert "up to date" in dvc(repo, "status")
 
 
+def test_generate_in_parts_gives_the_bytes_of_one_process(repo):
+    """SKDCGN_PROCESSES=2: two part processes, then the stage joins them; SKDCGN_PART=p/P: parts started one by
+    one, as on the machines of a cluster, then joined by a resumed run. Same bytes as one process each time."""
+    output = repo / "data/teacher/texture"
+    before = digests(output)
+    log = run(repo, sys.executable, "-m", "pipeline.generate", "texture", SKDCGN_PROCESSES="2")
+    assert "generate texture train part 1/2" in log
+    assert digests(output) == before
+    for part in ("1/2", "0/2"):
+        run(repo, sys.executable, "-m", "pipeline.generate", "texture", SKDCGN_PART=part)
+    assert digests(output) == before  # the parts write into the partial output only
+    assert (repo / "data/teacher/.texture.partial/.train.partial/part-1-of-2.sums.npz").is_file()
+    assert "resuming" in run(repo, sys.executable, "-m", "pipeline.generate", "texture", SKDCGN_RESUME="1")
+    assert digests(output) == before
+    assert not (repo / "data/teacher/.texture.partial").exists()
+    assert "up to date" in dvc(repo, "status")
+
+
+@pytest.mark.parametrize("part, line", [
+    ("2/2", "error: part 2/2; allowed: p/P with 0 <= p < P"),
+    ("0/2", "error: data/teacher/.texture.partial holds a run of other params or code; allowed: parts of one run. "
+            "Delete it, then start the parts again")])
+def test_a_bad_part_stops_generate_with_one_line_and_touches_nothing(repo, part, line):
+    key = repo / "data/teacher/.texture.partial/.resume/key"
+    key.parent.mkdir(parents=True)
+    key.write_text("a run of other params")
+    before = digests(repo / "data")
+    try:
+        result = subprocess.run([sys.executable, "-m", "pipeline.generate", "texture"], cwd=repo,
+                                capture_output=True, text=True, env=stage_env(SKDCGN_PART=part))
+        assert (result.returncode, result.stderr.splitlines()) == (2, [line])
+        assert digests(repo / "data") == before
+    finally:
+        shutil.rmtree(repo / "data/teacher/.texture.partial")
+
+
 def test_cli_validates_and_samples(repo):
     out = run(repo, sys.executable, "-m", "skdcgn", "validate", "data/teacher/shape/train", "data/counterfactuals/shards")
     assert "ok data/teacher/shape/train: 160 samples" in out

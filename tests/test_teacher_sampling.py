@@ -1,6 +1,8 @@
-"""Teacher samples on disk: a generation killed mid-shard resumes from its whole shards, to the same bytes."""
+"""Teacher samples on disk: a generation killed mid-shard resumes from its whole shards, and one written by several
+processes joins, to the bytes of one uninterrupted process."""
 
 import hashlib
+import shutil
 from pathlib import Path
 
 import pytest
@@ -8,6 +10,7 @@ import torch
 
 from skdcgn.settings import GenerateSettings, ImageFormats, SyntheticSettings
 from skdcgn.shards.format import ShardError
+from skdcgn.shards.parts import Part
 from skdcgn.shards.reading import open_dataset
 from skdcgn.shards.validation import validate
 from skdcgn.teachers.sampling import sample_teacher
@@ -108,3 +111,61 @@ def test_many_classes_at_a_large_size(tmp_path):
     assert dataset.class_means().shape == (1000, 3, 256, 256)
     assert dataset.meta["image"] | {"value_range": None} == {"channels": 3, "height": 256, "width": 256,
                                                              "value_range": None, "format": "png"}
+
+
+JPEG = GenerateSettings(shard_size=20, batch_size=7, image_format=ImageFormats(texture="jpeg"))
+
+
+def generate_part(directory: Path, teacher, part: str, settings: GenerateSettings = SIZES, writers: int = 0) -> None:
+    sample_teacher(teacher, IM, directory, PER_CLASS, torch.Generator().manual_seed(0), settings, writers=writers,
+                   part=Part.parse(part))
+
+
+@pytest.mark.parametrize("settings", [SIZES, JPEG], ids=["png", "jpeg"])
+def test_parts_written_apart_join_into_the_bytes_of_one_process(tmp_path, settings):
+    """Three processes, each its own shards of one dataset; then a lone resumed run joins them and samples
+    nothing more. Class sums from the parts add up exactly, even for JPEG images."""
+    parts = [CountingTeacher() for _ in range(3)]
+    for index, teacher in enumerate(parts):
+        generate_part(tmp_path / "train", teacher, f"{index}/3", settings, writers=index % 2 * 2)
+    assert not (tmp_path / "train").exists()  # no part completes the dataset
+    joiner = CountingTeacher()
+    sample_teacher(joiner, IM, tmp_path / "train", PER_CLASS, torch.Generator().manual_seed(0), settings,
+                   resume=True)
+    assert joiner.calls == 0
+    # 7 shards of 20, 19 batches of 7: each part runs only the batches that reach into its shards;
+    assert [teacher.calls for teacher in parts] == [9, 8, 8]  # batches across two parts' shards run twice
+    sample_teacher(CountingTeacher(), IM, tmp_path / "whole", PER_CLASS, torch.Generator().manual_seed(0), settings)
+    assert digests(tmp_path / "train") == digests(tmp_path / "whole")
+
+
+def test_a_killed_part_resumes_and_a_missing_part_is_written_by_the_joiner(tmp_path):
+    with pytest.raises(Killed):
+        generate_part(tmp_path / "train", CountingTeacher(dies_at=5), "1/2")  # in shard 3
+    generate_part(tmp_path / "train", CountingTeacher(), "0/2")  # leaves the killed part's files alone
+    names = {p.name for p in (tmp_path / ".train.partial").iterdir()}
+    assert {"shard-000001.tar", ".shard-000003.tar.partial", "part-0-of-2.sums.npz"} <= names
+    generate_part(tmp_path / "train", CountingTeacher(), "1/2")
+    (tmp_path / ".train.partial" / "part-1-of-2.sums.npz").unlink()  # as if part 1 had been killed at its end
+    joiner = CountingTeacher()
+    sample_teacher(joiner, IM, tmp_path / "train", PER_CLASS, torch.Generator().manual_seed(0), SIZES, resume=True)
+    assert joiner.calls == 0  # part 1's shards are whole: their class sums are read back, not sampled again
+    generate(tmp_path / "whole" / "train", CountingTeacher())
+    assert digests(tmp_path / "train") == digests(tmp_path / "whole" / "train")
+    shutil.rmtree(tmp_path / "train")
+    generate_part(tmp_path / "train", CountingTeacher(), "0/2")
+    generate(tmp_path / "train", CountingTeacher(), resume=True)  # part 1 never ran: the joiner writes its shards
+    assert digests(tmp_path / "train") == digests(tmp_path / "whole" / "train")
+
+
+def test_parts_of_runs_with_different_part_counts_are_refused_by_name(tmp_path):
+    generate_part(tmp_path / "train", CountingTeacher(), "0/2")
+    generate_part(tmp_path / "train", CountingTeacher(), "0/3")  # shards 0 and 6 are then in two sums files
+    with pytest.raises(ShardError, match="part-0-of-3.sums.npz and .*part-0-of-2.sums.npz both cover shard 0"):
+        generate(tmp_path / "train", CountingTeacher(), resume=True)
+
+
+@pytest.mark.parametrize("text", ["2/2", "0/0", "1", "a/3", "-1/2"])
+def test_a_part_is_p_of_P_with_p_below_P(text):
+    with pytest.raises(ValueError, match="allowed: p/P with 0 <= p < P"):
+        Part.parse(text)

@@ -143,7 +143,7 @@ class WorkerSink:
 def _serve(directory: Path, codec: ImageCodec, commands, errors, parent: int) -> None:
     # Ctrl-C reaches the whole process group: the teacher's process decides, and then says "stop".
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    _die_with(parent)
+    die_with(parent)
     sink = ShardSink(directory, codec)
     try:
         while os.getppid() == parent:  # a killed teacher's process leaves the open shard unfinished
@@ -162,10 +162,10 @@ def _serve(directory: Path, codec: ImageCodec, commands, errors, parent: int) ->
         raise SystemExit(1) from None
 
 
-def _die_with(parent: int) -> None:
-    """Linux: the kernel kills this worker when the teacher's process dies. A kill -9 can come in the middle of
-    sending a batch, and a worker reading half a message would wait for the rest for ever. Elsewhere the
-    worker notices within a second, between messages."""
+def die_with(parent: int) -> None:
+    """Called in a helper process (a shard writer, a part of generate): on Linux the kernel kills it when
+    `parent` dies. A kill -9 can come in the middle of sending a batch, and a worker reading half a message
+    would wait for the rest for ever. Elsewhere a worker notices within a second, between messages."""
     if sys.platform.startswith("linux"):
         ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
     if os.getppid() != parent:  # it died before the line above

@@ -2,8 +2,9 @@
 and given its real name only once checked (format.py says what the directory holds).
 
 Shard k is written by worker k mod `writers` (shards.workers; started when its first shard comes, so never more
-workers than shards) while the teacher goes on; with `writers` = 0 in this process. With `num_classes`, the
-per-class sums of the images are added up here as batches pass, so that the class means cost no pass of their
+workers than shards) while the teacher goes on; with `writers` = 0 in this process. Several processes can write
+one dataset, each its own shards (shards.parts). With `num_classes`, the per-class sums of the images are added
+up here as batches pass, so that the class means cost no pass of their
 own over the data, however large it is.
 """
 
@@ -24,9 +25,10 @@ import torch
 from skdcgn.metrics.baseline import ClassMeans
 from skdcgn.shards.codec import ImageCodec, decode_image
 from skdcgn.shards.format import CLASS_MEANS, FORMAT, ROWS_PATTERN, SHARD_PATTERN, ShardError, encode_images
+from skdcgn.shards.parts import SUMS_GLOB, Part, load_sums, save_sums, shard_index
 from skdcgn.shards.validation import validate
 from skdcgn.shards.workers import Piece, ShardSink, WorkerSink
-from skdcgn.utils.atomic import atomic_directory
+from skdcgn.utils.atomic import atomic_directory, partial_path
 
 RESUME_CHUNK = 256  # kept samples decoded at a time when a resumed run re-adds them to the class sums
 
@@ -35,9 +37,12 @@ RESUME_CHUNK = 256  # kept samples decoded at a time when a resumed run re-adds 
 class ShardWriter:
     """Writes batches of samples into shards of `shard_size` records; `close` completes the manifest.
 
-    With `resume`, the whole shards a killed run left are kept and `num_samples` says where to go on from.
-    Use `writing_dataset` rather than this class directly, so that a crash never leaves a complete-looking
-    directory behind.
+    With `resume`, the whole shards a killed run (or the parts, shards.parts) left are kept: `whole` says which.
+    As a `part` of several processes it writes only that part's shards and `close` leaves them, with the part's
+    class sums, for the final writer to join. With `total` (the dataset's size) the last shard ends when its last
+    sample comes, and the final writer checks that no shard is missing.
+    Use `writing_dataset` / `writing_part` rather than this class directly, so that a crash never leaves a
+    complete-looking directory behind.
     """
 
     directory: Path
@@ -48,35 +53,60 @@ class ShardWriter:
     writers: int = 0  # worker processes; 0 = encode in this process
     codec: ImageCodec = field(default_factory=ImageCodec)
     num_classes: int = 0  # > 0: labels are classes 0..num_classes-1 and their mean images are stored
-    num_samples: int = 0
+    total: int = 0  # samples the dataset will hold; 0: not known in advance (a lone writer only)
+    part: Part = field(default_factory=Part)
+    num_samples: int = 0  # samples in the directory's whole shards and written since
+    whole: set = field(default_factory=set)  # this writer's shards kept from before
+    _next: int = 0  # where add_batch goes on when not told
+    _written: set = field(default_factory=set)  # shards begun by this writer
     _sinks: dict = field(default_factory=dict)  # worker slot -> sink
     _means: ClassMeans | None = None
 
     def __post_init__(self) -> None:
         if self.writers < 0:
             raise ValueError(f"writers {self.writers}; allowed: 0 (this process) or more worker processes")
+        if not (self.part.alone or self.total):
+            raise ValueError("a part of several writers needs the dataset's total number of samples")
         self.directory.mkdir(parents=True, exist_ok=True)
-        kept = self._whole_shards() if self.resume else 0
-        keep = {name for i in range(kept) for name in (SHARD_PATTERN % i, ROWS_PATTERN % i)}
+        self.whole = {k for k in self._whole_shards() if self.part.owns(k)} if self.resume else set()
+        sums = [self.directory / self.part.sums_file] if not self.part.alone else \
+            list(self.directory.glob(SUMS_GLOB))
         for path in self.directory.iterdir():
-            if path.name not in keep:
+            if self._stale(path, sums):
                 path.unlink()
-        self.num_samples = kept * self.shard_size
+        self.num_samples = sum(pq.read_metadata(self.directory / (ROWS_PATTERN % k)).num_rows for k in self.whole)
         if self.num_classes:
             self._means = ClassMeans(self.num_classes)
-            for i in range(kept):
-                self._add_kept(self.directory / (SHARD_PATTERN % i))
+            covered = load_sums([path for path in sums if path.is_file()], self._means)
+            if not covered <= self.whole:
+                raise ShardError(f"{self.directory}: class sums cover shards {sorted(covered - self.whole)}, which "
+                                 f"are not whole; delete the partial directory and start again")
+            for k in sorted(self.whole - covered):
+                self._add_kept(self.directory / (SHARD_PATTERN % k))
 
-    def _whole_shards(self) -> int:
-        """Shards 0..k-1 that have their rows: the rows are written after the shard's rename, so both are whole."""
-        count = 0
-        while (self.directory / (ROWS_PATTERN % count)).is_file():
-            count += 1
-        return count
+    def _whole_shards(self) -> set[int]:
+        """Shards that have their rows: the rows are written after the shard's rename, so both are whole."""
+        return {shard_index(path.name) for path in self.directory.glob(ROWS_PATTERN.replace("%06d", "[0-9]" * 6))}
+
+    def _stale(self, path: Path, sums: list[Path]) -> bool:
+        """What a killed run left that this writer replaces: its own shards' unfinished files (a part touches no
+        other part's files), and for a lone writer anything else but the whole shards and parts' sums."""
+        shard = shard_index(path.name)
+        if shard is not None:
+            return self.part.owns(shard) and shard not in self.whole
+        if path in sums:
+            return not self.resume
+        return self.part.alone
+
+    def missing(self) -> list[int]:
+        """This writer's shards still to write, in order (all shards of `total`, less the whole ones)."""
+        shards = -(-self.total // self.shard_size)
+        return [k for k in range(shards) if self.part.owns(k) and k not in self.whole]
 
     def _add_kept(self, path: Path) -> None:
         """A kept shard's images into the class sums (only a resumed run reads back what it wrote). A record's
-        members come sorted by name, so its `cls` comes before its image."""
+        members come sorted by name, so its `cls` comes before its image. With a lossy codec the sums are
+        those of the decoded images, which differ from the pixels an uninterrupted run sums."""
         labels, images = [], []
         with tarfile.open(path, "r:") as archive:
             for member in archive:
@@ -91,8 +121,11 @@ class ShardWriter:
         if images:
             self._means.add(torch.stack(images), torch.tensor(labels))
 
-    def add_batch(self, keys: list[str], labels: torch.Tensor, images: torch.Tensor, arrays: dict) -> None:
-        """Append samples: images (B, C, H, W) float in value_range, arrays name -> (B, ...) tensors."""
+    def add_batch(self, keys: list[str], labels: torch.Tensor, images: torch.Tensor, arrays: dict,
+                  first: int | None = None) -> None:
+        """Samples `first`, `first` + 1, ... of the dataset (default: after the last ones added): images
+        (B, C, H, W) float in value_range, arrays name -> (B, ...) tensors."""
+        first = self._next if first is None else first
         pixels = encode_images(images, self.value_range)
         if self._means is not None:
             self._means.add(torch.from_numpy(pixels).permute(0, 3, 1, 2), labels)
@@ -102,17 +135,22 @@ class ShardWriter:
                   "image_shape": list(images.shape[1:])}
         start = 0
         while start < len(keys):
-            shard, offset = divmod(self.num_samples, self.shard_size)
+            shard, offset = divmod(first + start, self.shard_size)
+            if not self.part.owns(shard) or shard in self.whole:
+                raise ValueError(f"sample {first + start} is in shard {shard}, which part {self.part} does not write")
             stop = min(len(keys), start + self.shard_size - offset)
+            size = min(self.shard_size, self.total - shard * self.shard_size) if self.total else self.shard_size
             piece = Piece(shard, keys[start:stop], labels[start:stop], pixels[start:stop],
                           {name: array[start:stop] for name, array in arrays.items()}, layout,
-                          ends_shard=offset + stop - start == self.shard_size)
+                          ends_shard=offset + stop - start == size)
             self._sink(shard).write(piece)
-            self.num_samples += stop - start
             start = stop
+        self.num_samples += len(keys)
+        self._next = first + len(keys)
 
     def _sink(self, shard: int):
-        slot = shard % self.writers if self.writers else 0
+        # A part's shards are every count-th: spread them over its workers by their place among its own.
+        slot = shard // self.part.count % self.writers if self.writers else 0
         if slot not in self._sinks:
             self._sinks[slot] = WorkerSink(self.directory, self.codec) if self.writers else \
                 ShardSink(self.directory, self.codec)
@@ -123,13 +161,26 @@ class ShardWriter:
             sink.stop()
 
     def close(self) -> None:
+        """A lone writer completes the dataset; a part leaves its whole shards and class sums for the joiner."""
         for sink in self._sinks.values():
             sink.close()
+        shards = -(-self.total // self.shard_size)
+        absent = sorted({k for k in range(shards) if self.part.owns(k)} - self._whole_shards())
+        if absent:
+            raise ShardError(f"{self.directory}: shards {absent[:5]} are missing; a part has not finished: run it "
+                             f"(or a lone writer, which writes what is missing) with resume")
+        if not self.part.alone:
+            if self._means is not None and self._means.sums is not None:
+                save_sums(self.directory / self.part.sums_file, self._means,
+                          {k for k in range(shards) if self.part.owns(k)})
+            return
         if not self.num_samples:
             raise ShardError(f"{self.directory}: no samples were written")
         layout = self._join_manifest()
         if self._means is not None:
             np.save(self.directory / CLASS_MEANS, self._means.means().numpy(), allow_pickle=False)
+        for path in self.directory.glob(SUMS_GLOB):
+            path.unlink()
         channels, height, width = layout["image_shape"]
         members = layout["members"]
         meta = {
@@ -167,20 +218,35 @@ class ShardWriter:
 
 
 @contextmanager
-def writing_dataset(directory: Path, resume: bool = False, **writer_options) -> Iterator[ShardWriter]:
+def writing_dataset(directory: Path, resume: bool = False, part: Part = Part(),
+                    **writer_options) -> Iterator[ShardWriter]:
     """Write a dataset under its partial name; check it; only then give it its real name.
 
     A crash or a bad shard leaves at most `.<name>.partial`, which no reader looks at and the next run replaces,
     or, with `resume`, continues from its whole shards (the caller makes sure they come from the same inputs).
     The check after writing compares files with what the writers recorded (counts, bytes, end blocks) without
     re-reading every sample; readers check sha256 and every member when they open it (`open_dataset`).
+    One `part` of several writes its shards into the partial directory and leaves it there: the others' files
+    are not its to touch, and a lone writer with `resume` joins them all (shards.parts).
     """
-    with atomic_directory(Path(directory), keep=resume) as partial:
-        writer = ShardWriter(partial, resume=resume, **writer_options)
-        try:
+    directory = Path(directory)
+    if not part.alone:
+        partial_path(directory).mkdir(parents=True, exist_ok=True)
+        with _closing(ShardWriter(partial_path(directory), resume=True, part=part, **writer_options)) as writer:
             yield writer
-        except BaseException:
-            writer.abort()
-            raise
-        writer.close()
+        return
+    with atomic_directory(directory, keep=resume) as partial:
+        with _closing(ShardWriter(partial, resume=resume, **writer_options)) as writer:
+            yield writer
         validate(partial, deep=False)
+
+
+@contextmanager
+def _closing(writer: ShardWriter) -> Iterator[ShardWriter]:
+    """Close the writer when the block ends; a failure stops its workers and leaves the open shards unfinished."""
+    try:
+        yield writer
+    except BaseException:
+        writer.abort()
+        raise
+    writer.close()

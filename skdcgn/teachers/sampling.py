@@ -9,6 +9,7 @@ import torch
 from skdcgn.mechanisms import VALUE_RANGE
 from skdcgn.settings import GenerateSettings
 from skdcgn.shards.codec import ImageCodec
+from skdcgn.shards.parts import Part
 from skdcgn.shards.writer import writing_dataset
 from skdcgn.teachers.base import Teacher
 from skdcgn.teachers.noise import draw_noise
@@ -21,33 +22,40 @@ def class_balanced_labels(per_class: int, num_classes: int) -> torch.Tensor:
 
 def sample_teacher(teacher: Teacher, im: str, directory: Path, per_class: int, generator: torch.Generator,
                    settings: GenerateSettings, *, advance=None, resume: bool = False, writers: int = 0,
-                   class_means: bool = True) -> None:
+                   class_means: bool = True, part: Part = Part()) -> None:
     """Teacher images for class-balanced labels and seeded noise, on the teacher's device, in shards of
     `settings.shard_size` from forward batches of `settings.batch_size`, stored as `settings` says for `im`.
     With `class_means`, the mean image per class is summed as they are written (a training set's: the baseline).
-    With `resume`, the whole shards a killed run left in the partial directory are kept and sampling goes on
-    after them (the caller checks they are ours). `writers` worker processes encode the shards while the teacher
-    runs (0: in this process)."""
+    With `resume`, the whole shards a killed run (or the parts) left in the partial directory are kept and only
+    the missing ones are sampled (the caller checks they are ours). As one `part` of several processes, only that
+    part's shards (shards.parts); a lone run with `resume` then joins them. `writers` worker processes encode the
+    shards while the teacher runs (0: in this process)."""
     codec = ImageCodec.of(settings, im)
     labels = class_balanced_labels(per_class, teacher.num_classes)
-    # All the noise is drawn up front, on the CPU, so a resumed run, or one on another device, hands the teacher
-    # the same z as an uninterrupted one.
+    # All the noise is drawn up front, on the CPU, so a resumed run, a part, or a run on another device hands the
+    # teacher the same z as an uninterrupted one.
     noise = draw_noise(len(labels), teacher.z_dims[im], generator, teacher.truncation)
     info = {"im": im, "teacher": teacher.identity(), "teacher_parameters": teacher.num_parameters(im)}
-    with writing_dataset(directory, resume=resume, shard_size=settings.shard_size, value_range=VALUE_RANGE[im],
-                         info=info, writers=writers, codec=codec,
+    size = settings.shard_size
+    with writing_dataset(directory, resume=resume, part=part, shard_size=size, value_range=VALUE_RANGE[im],
+                         info=info, writers=writers, codec=codec, total=len(labels),
                          num_classes=teacher.num_classes if class_means else 0) as writer:
-        done = writer.num_samples
+        todo = set(writer.missing())
         if advance:
-            advance(done)
-        # The batch grid stays that of an uninterrupted run: the teacher sees the same batches, the same bytes.
+            advance(part.samples(len(labels), size) - sum(min(size, len(labels) - k * size) for k in todo))
+        # The batch grid stays that of an uninterrupted run: the teacher sees the same batches, the same bytes;
+        # a batch none of whose shards is to be written is not run.
         for start in range(0, len(labels), settings.batch_size):
             stop = min(start + settings.batch_size, len(labels))
-            if stop <= done:
+            pieces = [(max(start, k * size), min(stop, (k + 1) * size))
+                      for k in range(start // size, (stop - 1) // size + 1) if k in todo]
+            if not pieces:
                 continue
             z, y = noise[start:stop], labels[start:stop]
-            kept = slice(max(done - start, 0), None)
-            keys = [f"{i:08d}" for i in range(start, stop)][kept]
-            writer.add_batch(keys, y[kept], teacher(im, z, y)[kept], {"z": z[kept]})
-            if advance:
-                advance(len(keys))
+            images = teacher(im, z, y)
+            for first, last in pieces:
+                kept = slice(first - start, last - start)
+                writer.add_batch([f"{i:08d}" for i in range(first, last)], y[kept], images[kept], {"z": z[kept]},
+                                 first=first)
+                if advance:
+                    advance(last - first)
