@@ -1,18 +1,22 @@
 # The two commands of a fresh machine: `make repro` sets up and runs the pipeline, `make test` sets up and tests.
-# Everything installs from pyproject.toml into .venv; nothing is assumed to be on the machine but python3.
+# Everything installs into .venv from requirements.lock (every package pinned, so a fresh install is the one the
+# committed results were made with), then the project itself; nothing is assumed to be on the machine but
+# python3. `make lock` re-resolves pyproject.toml's ranges and rewrites the lock.
 VENV := .venv
 PY := $(VENV)/bin/python
+LOCK_VENV := .lock-venv
 # Stage commands call `python` and `dvc`: make them the project's own.
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 
-.PHONY: setup repro test
+.PHONY: setup repro test lock
 
 setup: $(VENV)/.installed
 
-$(VENV)/.installed: pyproject.toml
+$(VENV)/.installed: pyproject.toml requirements.lock
 	python3 -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[test]'
+	$(PY) -m pip install --quiet -r requirements.lock
+	$(PY) -m pip install --quiet --no-deps -e .
 	touch $@
 
 repro: setup
@@ -20,3 +24,13 @@ repro: setup
 
 test: setup
 	$(PY) -m pytest $(PYTEST_ARGS)
+
+lock:
+	rm -rf $(LOCK_VENV)
+	python3 -m venv $(LOCK_VENV)
+	$(LOCK_VENV)/bin/python -m pip install --quiet --upgrade pip
+	$(LOCK_VENV)/bin/python -m pip install --quiet -e '.[test]'
+	head -2 requirements.lock > requirements.lock.new
+	$(LOCK_VENV)/bin/python -m pip freeze --exclude-editable >> requirements.lock.new
+	mv requirements.lock.new requirements.lock
+	rm -rf $(LOCK_VENV)

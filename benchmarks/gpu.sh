@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
 # Everything a machine with a GPU can measure for this project, in one go: a lent GPU is rare, so one short run
 # must bring back every figure. It runs the tests that take a `device` on CUDA (teachers, students, training,
-# composition, classifiers), then the benchmarks on CUDA at the ImageNet CGN's size (1,000 classes, 256x256,
-# synthetic teacher), and writes what they print, with the machine and library versions, to OUT/gpu-figures.md.
+# composition, classifiers) and the benchmarks on CUDA at the ImageNet CGN's size (1,000 classes, 256x256: the
+# CGN itself with random weights, and the synthetic teacher), and writes what they print, with the machine and
+# library versions, to OUT/gpu-figures.md.
 #
-#   bash benchmarks/gpu.sh [OUT]           # default OUT: gpu-results; about 5 minutes on one H200
+#   bash benchmarks/gpu.sh [OUT]           # default OUT: gpu-results; at most GPU_BUDGET_S (540) seconds
 #
 # Python needs torch and the project's dependencies. Where no package index can be reached (this workplace's
 # device machines), fetch the missing wheels first with `bash benchmarks/gpu_wheels.sh` on a machine that can
@@ -25,11 +26,22 @@ fi
 [ -d ../shared ] || export SKDCGN_SHARED="${SKDCGN_SHARED:-$PWD/.shared}"
 export PYTHONUNBUFFERED=1 SKDCGN_THREADS="${SKDCGN_THREADS:-8}" SKDCGN_WRITERS="${SKDCGN_WRITERS:-8}"
 
+# The whole run fits GPU_BUDGET_S seconds (default 540: one device call of this workplace, with time left to
+# copy the report back): each step gets its own limit or what is left, whichever is less, and the steps come
+# in order of how rare their figures are.
+budget="${GPU_BUDGET_S:-540}"
+
 # One fenced section per step: its output, exit code and seconds; a failing step does not stop the others.
 step() {
   local limit="$1" title="$2"
   shift 2
+  local left=$((budget - SECONDS))
+  [ "$left" -lt "$limit" ] && limit="$left"
   printf '\n## %s\n\n```\n$ %s\n' "$title" "$*" >> "$report"
+  if [ "$limit" -le 10 ]; then
+    printf '(skipped: the time budget is spent)\n```\n' >> "$report"
+    return
+  fi
   local start=$SECONDS
   timeout "$limit" "$@" >> "$report" 2>&1
   printf '(exit %s, %s s)\n```\n' "$?" "$((SECONDS - start))" >> "$report"
@@ -51,21 +63,31 @@ large=(--set teacher.synthetic.num_classes=1000 --set teacher.synthetic.image_si
        --set "train.disc_widths=[32, 64, 128, 256, 512]"
        --set generate.batch_size=500 --set generate.shard_size=1000 --repeats 2)
 
-step 300 "Tests on CUDA (-m device -k cuda)" "$python" -m pytest -q -p no:cacheprovider -m device -k cuda \
+# The ImageNet CGN with random full-size weights (speed does not depend on them): teacher against students,
+# then the generate stage's path against the raw forward, 1,000 samples (one per class) per mechanism.
+checkpoint="$out/cgn-random.pth"
+step 60 "A full-size ImageNet CGN checkpoint with random weights" "$python" -c \
+  "import sys; from pathlib import Path; from benchmarks.imagenet_speed import random_checkpoint; \
+random_checkpoint(Path(sys.argv[1]))" "$out"
+step 150 "ImageNet CGN (random full-size weights) against the profiles' students, per mechanism, 256 and 128" \
+  "$python" -m benchmarks.imagenet_speed --checkpoint "$checkpoint" --batch 32 --repeats 3
+step 120 "ImageNet CGN teacher sampling into shards (profile cgn-imagenet, 1,000 samples per mechanism)" \
+  "$python" -m benchmarks.shard_writing --profile cgn-imagenet --set "teacher.cgn-imagenet.checkpoint=$checkpoint" \
+  --set generate.per_class=1 --set generate.shard_size=250 --repeats 2
+rm -f "$checkpoint"
+step 150 "Tests on CUDA (-m device -k cuda)" "$python" -m pytest -q -p no:cacheprovider -m device -k cuda \
   --continue-on-collection-errors tests
-step 150 "Teacher sampling into shards, 256x256, 1,000 classes" "$python" -m benchmarks.shard_writing \
+step 60 "Synthetic teacher sampling into shards, 256x256, 1,000 classes" "$python" -m benchmarks.shard_writing \
   "${large[@]}" --set generate.per_class=4
-step 120 "Students against the teacher, 256x256 counterfactuals" "$python" -m benchmarks.student_speed \
+step 60 "Students against the teacher, 256x256 counterfactuals" "$python" -m benchmarks.student_speed \
   "${large[@]}" --set compose.n=2000 --set compose.batch_size=250
-step 240 "ImageNet CGN (random full-size weights) against the profiles' students, per mechanism, 256 and 128" \
-  "$python" -m benchmarks.imagenet_speed --batch 32 --repeats 3
 # 2,000 training samples in 20 shards (8 loader workers need at least 8), 1,000 held out.
 train=(--im texture --steps 100 --set generate.per_class=2 --set generate.heldout_per_class=1
        --set generate.shard_size=100 --set train.batch_size=64)
-step 150 "Distillation steps, 256x256 texture student (bf16), from shards and from memory" \
+step 90 "Distillation steps, 256x256 texture student (bf16), from shards and from memory" \
   "$python" -m benchmarks.training_input "${large[@]}" "${train[@]}"
-step 150 "The same, streamed by 8 loader workers" "$python" -m benchmarks.training_input "${large[@]}" \
+step 90 "The same, streamed by 8 loader workers" "$python" -m benchmarks.training_input "${large[@]}" \
   "${train[@]}" --set train.data=stream --set train.loader_workers=8
-step 120 "The default 32x32 students (params.yaml), shape" "$python" -m benchmarks.training_input --im shape \
+step 60 "The default 32x32 students (params.yaml), shape" "$python" -m benchmarks.training_input --im shape \
   --steps 500
 echo "wrote $report"

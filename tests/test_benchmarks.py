@@ -34,6 +34,18 @@ def test_imagenet_benchmark_compares_each_mechanism_at_both_sizes(tmp_path):
     assert all("GFLOP/image" in r.group(1) and "M parameters" in r.group(1) for r in reports)
 
 
+def test_generate_benchmark_runs_the_imagenet_profile(tmp_path):
+    """The command of benchmarks/gpu.sh, on a tiny random CGN: masks as PNG, textures and backgrounds as JPEG."""
+    checkpoint = write_tiny_checkpoint(tmp_path / "cgn.pth", doublings=6)
+    reports = check_reports(run_benchmark(
+        "shard_writing", "--profile", "cgn-imagenet", "--set", f"teacher.cgn-imagenet.checkpoint={checkpoint}",
+        "--set", "generate.per_class=1", "--set", "generate.shard_size=4", "--set", "generate.batch_size=4",
+        "--repeats", "1"), 3)
+    assert [r.group(1).split(" (")[0] for r in reports] == [f"generate {im}" for im in ("shape", "texture",
+                                                                                         "background")]
+    assert ["jpeg" in r.group(1) for r in reports] == [False, True, True]
+
+
 def run_benchmark(name: str, *args: str) -> str:
     result = subprocess.run([sys.executable, "-m", f"benchmarks.{name}", *args], cwd=ROOT, capture_output=True,
                             text=True, env={"PATH": "/usr/bin:/bin", "SKDCGN_THREADS": "1"})

@@ -4,8 +4,7 @@ and given its real name only once checked (format.py says what the directory hol
 Shard k is written by worker k mod `writers` (shards.workers; started when its first shard comes, so never more
 workers than shards) while the teacher goes on; with `writers` = 0 in this process. Several processes can write
 one dataset, each its own shards (shards.parts). With `num_classes`, the per-class sums of the images are added
-up here as batches pass, so that the class means cost no pass of their
-own over the data, however large it is.
+up here as batches pass, so that the class means cost no pass of their own over the data, however large it is.
 """
 
 from __future__ import annotations
@@ -41,8 +40,8 @@ class ShardWriter:
     As a `part` of several processes it writes only that part's shards and `close` leaves them, with the part's
     class sums, for the final writer to join. With `total` (the dataset's size) the last shard ends when its last
     sample comes, and the final writer checks that no shard is missing.
-    Use `writing_dataset` / `writing_part` rather than this class directly, so that a crash never leaves a
-    complete-looking directory behind.
+    Use `writing_dataset` rather than this class directly, so that a crash never leaves a complete-looking
+    directory behind.
     """
 
     directory: Path
@@ -58,7 +57,6 @@ class ShardWriter:
     num_samples: int = 0  # samples in the directory's whole shards and written since
     whole: set = field(default_factory=set)  # this writer's shards kept from before
     _next: int = 0  # where add_batch goes on when not told
-    _written: set = field(default_factory=set)  # shards begun by this writer
     _sinks: dict = field(default_factory=dict)  # worker slot -> sink
     _means: ClassMeans | None = None
 

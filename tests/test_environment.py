@@ -1,0 +1,62 @@
+"""The pinned environment: requirements.lock pins every dependency, this is the environment it describes, and a
+stage of the committed params gives the bytes that the committed dvc.lock records."""
+
+import importlib.metadata
+import re
+import shutil
+import subprocess
+import sys
+import tomllib
+from pathlib import Path
+
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+PIN = re.compile(r"^([A-Za-z0-9][A-Za-z0-9._-]*)==(\S+)$")
+FAST_STAGE = "generate@shape"  # ~15 s at the committed params, and every later stage starts from its bytes
+
+
+def canonical(name: str) -> str:
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
+def locked() -> dict[str, str]:
+    lines = [line for line in (ROOT / "requirements.lock").read_text().splitlines() if not line.startswith("#")]
+    pins = [PIN.match(line) for line in lines]
+    assert all(pins), [line for line, pin in zip(lines, pins) if not pin]
+    return {canonical(pin.group(1)): pin.group(2) for pin in pins}
+
+
+def declared() -> set[str]:
+    """pyproject.toml's dependencies and those of its extras, the project's own extras left out."""
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    requirements = project["dependencies"] + [r for extra in project["optional-dependencies"].values() for r in extra]
+    names = {canonical(re.split(r"[<>=!~\[; ]", requirement, maxsplit=1)[0]) for requirement in requirements}
+    return names - {canonical(project["name"])}
+
+
+def test_the_lock_pins_every_declared_dependency_once():
+    assert sorted(declared() - set(locked())) == []
+
+
+def test_this_environment_is_the_locked_one():
+    """What `make setup` installs: a package at another version than the lock's means the committed results
+    may not reproduce here."""
+    installed = {canonical(dist.metadata["Name"]): dist.version for dist in importlib.metadata.distributions()}
+    differ = {name: (version, installed.get(name)) for name, version in locked().items()
+              if installed.get(name) != version}
+    assert differ == {}, "locked vs installed"
+
+
+def test_a_stage_at_the_committed_params_gives_the_committed_bytes(tmp_path):
+    """The committed dvc.lock is reproducible in this environment: the fast stage, run from nothing in a
+    clone of the committed project, writes an output whose hash is the one the lock records."""
+    copy = tmp_path / "project"
+    subprocess.run(["git", "clone", "-q", str(ROOT), str(copy)], check=True)
+    committed = yaml.safe_load((copy / "dvc.lock").read_text())["stages"][FAST_STAGE]["outs"]
+    env = {"PATH": f"{Path(sys.executable).parent}:/usr/bin:/bin", "SKDCGN_THREADS": "1"}
+    result = subprocess.run([sys.executable, "-m", "dvc", "repro", "--single-item", FAST_STAGE], cwd=copy,
+                            env=env, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert yaml.safe_load((copy / "dvc.lock").read_text())["stages"][FAST_STAGE]["outs"] == committed
+    shutil.rmtree(copy)
