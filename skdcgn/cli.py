@@ -2,11 +2,46 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+from enum import Enum
+from importlib.metadata import version
 from pathlib import Path
+from typing import Optional
 
 import typer
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
+# Plain click output: a usage error is one "Error: ..." line, not a box that wraps it over several.
+app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__, rich_markup_mode=None)
+CLASS_HELP = "The {im}'s class for every counterfactual (default: each draws its own)."
+
+
+class TextureShift(str, Enum):
+    none = "none"
+    cyclic = "cyclic"  # the CGN's random cyclic shift of each texture
+
+
+class GridTeacher(str, Enum):
+    synthetic = "synthetic"
+    cgn_mnist = "cgn-mnist"
+
+
+class MnistVariant(str, Enum):
+    colored = "colored"
+    double_colored = "double_colored"
+    wildlife = "wildlife"
+
+
+def _show_version(shown: bool) -> None:
+    if shown:
+        typer.echo(f"skdcgn {version('skdcgn')}")
+        raise typer.Exit()
+
+
+@app.callback()
+def main(_: bool = typer.Option(False, "--version", callback=_show_version, is_eager=True,
+                                help="Print the version and exit.")) -> None:
+    pass
 
 
 @app.command()
@@ -18,29 +53,55 @@ def sample(
     shards: Path = typer.Option(None, help="Write all n counterfactuals as WebDataset shards into this folder."),
     columns: int = typer.Option(10, min=1, help="Grid columns (and rows)."),
     shard_size: int = typer.Option(5000, min=1, help="Samples per shard."),
-    texture_shift: str = typer.Option("none", help="none | cyclic: the CGN's random cyclic shift of textures."),
+    texture_shift: TextureShift = typer.Option(TextureShift.none, help="The CGN's random cyclic shift of textures."),
+    shape_class: Optional[int] = typer.Option(None, min=0, help=CLASS_HELP.format(im="shape")),
+    texture_class: Optional[int] = typer.Option(None, min=0, help=CLASS_HELP.format(im="texture")),
+    background_class: Optional[int] = typer.Option(None, min=0, help=CLASS_HELP.format(im="background")),
+    device: str = typer.Option("auto", help="Where the students run: auto (CUDA when present), cpu, cuda, cuda:1."),
 ) -> None:
-    """Draw counterfactuals from trained students: each mechanism with its own noise and class."""
+    """Draw counterfactuals from trained students: each mechanism with its own noise and class.
+
+    Digit 3 with the texture of 7 and the background of 1: --shape-class 3 --texture-class 7 --background-class 1.
+    """
     if not grid and not shards:
         _fail("give --grid PATH and/or --shards DIR: nothing to write")
     from skdcgn.counterfactuals.from_students import sample_students
     from skdcgn.settings import ComposeSettings
-    from skdcgn.utils.device import default_device
 
+    classes = {im: label for im, label in (("shape", shape_class), ("texture", texture_class),
+                                           ("background", background_class)) if label is not None}
     try:
-        settings = ComposeSettings(n=n, shard_size=shard_size, grid_columns=columns, texture_shift=texture_shift)
-        sample_students(students, settings, seed, shards=shards, grid=grid, device=default_device())
+        settings = ComposeSettings(n=n, shard_size=shard_size, grid_columns=columns,
+                                   texture_shift=texture_shift.value)
+        sample_students(students, settings, seed, shards=shards, grid=grid, device=_device(device), classes=classes)
     except ValueError as error:
         _fail(str(error))
     typer.echo(f"wrote {n} counterfactuals" + (f" to {shards}" if shards else "") + (f", grid {grid}" if grid else ""))
 
 
+def _device(name: str):
+    import torch
+
+    from skdcgn.utils.device import default_device
+
+    if name == "auto":
+        return default_device()
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        _fail(f"--device {name!r}; allowed: auto, cpu, cuda, cuda:N")
+    if device.type == "cuda" and not torch.cuda.is_available():
+        _fail(f"--device {name}: this machine has no CUDA device; allowed here: auto, cpu")
+    return device
+
+
 @app.command("teacher-grid")
 def teacher_grid(
     out: Path = typer.Argument(..., help="PNG file to write."),
-    kind: str = typer.Option("synthetic", help="Teacher kind."),
+    kind: GridTeacher = typer.Option(GridTeacher.synthetic, help="Teacher kind."),
     checkpoint: Path = typer.Option(None, help="cgn-mnist: the teacher's .pth state dict."),
-    variant: str = typer.Option("double_colored", help="cgn-mnist: the MNIST variant the teacher mirrors."),
+    variant: MnistVariant = typer.Option(MnistVariant.double_colored,
+                                         help="cgn-mnist: the MNIST variant the teacher mirrors."),
     columns: int = typer.Option(10, min=1, help="Noise draws per class (one row per class)."),
     seed: int = typer.Option(0, min=0, help="Seed of the noise."),
     scale: int = typer.Option(4, min=1, help="Pixel upscaling of the PNG."),
@@ -55,8 +116,8 @@ def teacher_grid(
     from skdcgn.utils.grids import save_grid
 
     try:
-        settings = TeacherSettings.parse({"kind": kind, "cgn-mnist": {"checkpoint": str(checkpoint or ""),
-                                                                       "variant": variant}}, "teacher")
+        settings = TeacherSettings.parse({"kind": kind.value, "cgn-mnist": {"checkpoint": str(checkpoint or ""),
+                                                                             "variant": variant.value}}, "teacher")
         teacher = make_teacher(settings)
     except ValueError as error:
         _fail(str(error))
@@ -81,6 +142,29 @@ def validate(directories: list[Path] = typer.Argument(..., help="Shard dataset f
         except ShardError as error:
             _fail(str(error))
         typer.echo(f"ok {directory}: {meta['num_samples']} samples")
+
+
+PASS_THROUGH = {"context_settings": {"allow_extra_args": True, "ignore_unknown_options": True, "help_option_names": []}}
+PROJECT_SCRIPTS = {
+    "studies": "Queue the SKDCGN paper's studies as named DVC experiments (skdcgn studies --help).",
+    "report": "Turn the studies' experiments into results/report.md, its tables and figures.",
+    "profile": "A profile's params as `dvc exp run` arguments: skdcgn profile cgn-mnist double_colored.",
+}
+
+
+def _project_script(name: str, summary: str) -> None:
+    """The project's DVC-side scripts (pipeline/) as subcommands, run as their own process: this package never
+    imports dvc, and the scripts keep their own options (`skdcgn studies --help` prints theirs)."""
+
+    def command(context: typer.Context) -> None:
+        raise typer.Exit(subprocess.call([sys.executable, "-m", f"pipeline.{name}", *context.args]))
+
+    command.__doc__ = summary
+    app.command(name, **PASS_THROUGH)(command)
+
+
+for _name, _summary in PROJECT_SCRIPTS.items():
+    _project_script(_name, _summary)
 
 
 def _fail(message: str) -> None:

@@ -1,3 +1,9 @@
+import subprocess
+import sys
+from importlib.metadata import version
+from pathlib import Path
+
+import pytest
 import torch
 from PIL import Image
 from typer.testing import CliRunner
@@ -6,6 +12,7 @@ from skdcgn.cli import app
 from skdcgn.shards.writer import writing_dataset
 
 runner = CliRunner()
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def small_dataset(directory):
@@ -34,7 +41,7 @@ def test_teacher_grid_draws_one_row_per_class(tmp_path):
 
 def test_unknown_teacher_and_missing_students_get_one_line(tmp_path):
     unknown = runner.invoke(app, ["teacher-grid", str(tmp_path / "g.png"), "--kind", "biggan"])
-    assert unknown.exit_code == 2 and "teacher.kind: 'biggan' is not allowed; allowed: synthetic" in unknown.output
+    assert unknown.exit_code == 2 and "'biggan' is not one of 'synthetic', 'cgn-mnist'" in unknown.output
     missing = runner.invoke(app, ["sample", "--students", str(tmp_path), "--grid", str(tmp_path / "s.png")])
     assert missing.exit_code == 2 and "no such student checkpoint" in missing.output
     assert not (tmp_path / "s.png").exists()
@@ -52,3 +59,27 @@ def test_teacher_grid_of_a_real_teacher_and_a_wrong_checkpoint(tmp_path, shared)
     assert ok.exit_code == 0, ok.output
     wrong = runner.invoke(app, [*args[:-1], str(tmp_path / "g.png"), "--variant", "wildlife"])
     assert wrong.exit_code == 2 and "not a PyTorch checkpoint" in wrong.output
+
+
+def test_version_and_the_choices_that_help_lists():
+    assert runner.invoke(app, ["--version"]).output.strip() == f"skdcgn {version('skdcgn')}"
+    shown = runner.invoke(app, ["sample", "--help"], terminal_width=200).output
+    assert "none|cyclic" in shown and "--shape-class" in shown and "--device" in shown
+    assert "synthetic|cgn-mnist" in runner.invoke(app, ["teacher-grid", "--help"], terminal_width=200).output
+
+
+@pytest.mark.parametrize("device, line", [("tpu", "--device 'tpu'; allowed: auto, cpu, cuda, cuda:N")])
+def test_a_bad_device_gets_one_line(tmp_path, device, line):
+    result = runner.invoke(app, ["sample", "--grid", str(tmp_path / "s.png"), "--device", device])
+    assert result.exit_code == 2 and result.output.strip() == f"error: {line}"
+    assert not (tmp_path / "s.png").exists()
+
+
+def test_the_projects_scripts_are_subcommands_with_their_own_options():
+    def skdcgn(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-m", "skdcgn", *args], cwd=ROOT, capture_output=True, text=True)
+
+    profile = skdcgn("profile", "cgn-mnist", "double_colored")
+    assert profile.returncode == 0 and profile.stdout.startswith("-S teacher.kind=cgn-mnist ")
+    assert "--study" in skdcgn("studies", "--help").stdout
+    assert skdcgn("report", "--teacher").returncode == 2  # the script's own argument check

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
+import torch
 import yaml
 
 from conftest import SHARED
@@ -21,6 +22,7 @@ from imagenet_checkpoints import write_tiny_checkpoint
 from test_custom_teacher import STRIPES
 from pipeline.profile import merged, nested, overrides
 from skdcgn.shards.format import read_meta
+from skdcgn.shards.reading import open_dataset
 
 ROOT = Path(__file__).resolve().parents[1]
 PROJECT_FILES = ["skdcgn", "pipeline", "teachers", "dvc.yaml", "params.yaml", ".dvc/config", ".dvcignore",
@@ -190,6 +192,25 @@ def test_cli_validates_and_samples(repo):
     run(repo, sys.executable, "-m", "skdcgn", "sample", "--n", "16", "--columns", "4", "--grid", "cli_grid.png",
         "--texture-shift", "cyclic")
     assert (repo / "cli_grid.png").stat().st_size > 0
+
+
+def test_cli_samples_a_class_of_its_own_per_mechanism(repo):
+    """"Digit 3, texture of 7, background of 1": the classes asked for are the classes stored with each image;
+    a mechanism given no class draws its own, and the noise is what it is without the option."""
+    command = [sys.executable, "-m", "skdcgn", "sample", "--n", "12", "--device", "cpu"]
+    run(repo, *command, "--shards", "cf", "--shape-class", "3", "--texture-class", "7", "--background-class", "1")
+    run(repo, *command, "--shards", "cf_shape", "--shape-class", "3")
+    run(repo, *command, "--shards", "cf_free")
+    fixed, shape_only, free = (open_dataset(repo / name).load() for name in ("cf", "cf_shape", "cf_free"))
+    assert [fixed[f"y_{im}"].unique().tolist() for im in ("shape", "texture", "background")] == [[3], [7], [1]]
+    assert fixed["label"].unique().tolist() == [3]
+    assert torch.equal(shape_only["y_texture"], free["y_texture"]) and len(free["y_texture"].unique()) > 1
+    assert torch.equal(fixed["z_texture"], free["z_texture"])
+    refused = subprocess.run([*command, "--grid", "g.png", "--texture-class", "10"], cwd=repo, capture_output=True,
+                             text=True, env=stage_env())
+    assert (refused.returncode, refused.stderr.strip()) == (2, "error: texture class 10; allowed: 0 .. 9 (the "
+                                                               "students' classes)")
+    assert not (repo / "g.png").exists()
 
 
 def test_shards_and_students_move_to_another_machine_through_a_dvc_remote(repo, tmp_path):

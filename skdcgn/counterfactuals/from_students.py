@@ -41,15 +41,21 @@ def write_counterfactuals(directory: Path, mechanisms: dict[str, Mechanism], inp
 
 
 def sample_students(students_dir: Path, settings: ComposeSettings, seed: int, *, shards: Path | None = None,
-                    grid: Path | None = None, writers: int = 0, device: torch.device | str = "cpu") -> None:
+                    grid: Path | None = None, writers: int = 0, device: torch.device | str = "cpu",
+                    classes: dict[str, int] | None = None) -> None:
     """`settings.n` counterfactuals of the students on `device`, as `settings` says (texture shifts, mask
     changes, counterfactuals per shape), into shards and/or the grid of the first grid_columns**2; `writers`
-    processes encode the shards while the students run."""
+    processes encode the shards while the students run. `classes` fixes the class of some mechanisms (e.g.
+    {"shape": 3, "texture": 7}); the others draw theirs, and all noise is what it would be without it."""
     students, teacher = load_students(students_dir, device)
     z_dims = {im: student.config["z_dim"] for im, student in students.items()}
     n, changes = settings.n, settings.mask_changes()
-    inputs = counterfactual_inputs(z_dims, students["shape"].num_classes, n, seed, settings.per_shape,
-                                   teacher.get("truncation"))
+    num_classes = students["shape"].num_classes
+    inputs = counterfactual_inputs(z_dims, num_classes, n, seed, settings.per_shape, teacher.get("truncation"))
+    for im, label in (classes or {}).items():
+        if not 0 <= label < num_classes:
+            raise ValueError(f"{im} class {label}; allowed: 0 .. {num_classes - 1} (the students' classes)")
+        inputs[im] = (inputs[im][0], torch.full_like(inputs[im][1], label))
     shifts = counterfactual_shifts(n, teacher["image_size"], seed, settings.texture_shift)
     draws = draw_mask_changes(n, seed, changes)
     if shards:
