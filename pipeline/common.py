@@ -25,6 +25,9 @@ from skdcgn.mechanisms import IMS
 from skdcgn.utils.atomic import atomic_directory, partial_path
 
 DATA = Path("data")
+# Metrics and plots a fresh clone shows: outputs that git tracks (`cache: false` in dvc.yaml), apart from the
+# cached models and shards of the same stage.
+SHOWN = DATA / "metrics"
 ROOT = Path(__file__).resolve().parents[1]
 CODE_ROOTS = ("skdcgn", "pipeline")  # deps under these in dvc.yaml are code; the others are data
 THREADS_ENV = "SKDCGN_THREADS"

@@ -1,7 +1,8 @@
 """Stage distill@<im>: train the student of one mechanism on its teacher samples, on the stage's device.
 
-Writes the student checkpoint, a DVCLive directory (training curves, held-out fidelity next to the trivial
-per-class-mean baseline, parameter counts) and a teacher-over-student grid of held-out samples. A killed run
+Writes the student checkpoint (data/students/<im>, DVC-cached) and, where git tracks them (data/metrics/
+students/<im>), a DVCLive directory (training curves, held-out fidelity next to the trivial per-class-mean
+baseline, parameter counts) and a teacher-over-student grid of held-out samples. A killed run
 resumes from its last checkpoint when params, teacher samples and code are unchanged (`SKDCGN_RESUME=0`: start
 afresh); a diverging one stops with exit 1, naming the step and keeping that checkpoint.
 `SKDCGN_PROCESSES=N` trains on N data-parallel processes through torchrun (README: several GPUs).
@@ -15,7 +16,7 @@ from pathlib import Path
 import torch
 from dvclive import Live
 
-from pipeline.common import (DATA, RESUME_DIR, exit_on_error, may_resume, resume_key, setup_torch, stage_args,
+from pipeline.common import (DATA, RESUME_DIR, SHOWN, exit_on_error, may_resume, resume_key, setup_torch, stage_args,
                              staging, under_torchrun)
 from skdcgn.distillation.checkpoints import save_student
 from skdcgn.distillation.data import training_data
@@ -29,7 +30,7 @@ from skdcgn.shards.format import decode_images
 from skdcgn.shards.reading import open_dataset
 from skdcgn.training.distributed import barrier, init_from_environment, rank_and_world
 from skdcgn.training.divergence import TrainingDiverged
-from skdcgn.utils.atomic import partial_path
+from skdcgn.utils.atomic import atomic_directory, partial_path
 from skdcgn.utils.grids import save_grid
 from skdcgn.utils.hashing import file_sha256
 from skdcgn.utils.seeds import stream_seed
@@ -100,7 +101,10 @@ def main() -> None:
             live.summary["steps_to_95pct_gain"] = steps_to_gain(curve, baseline[HEADLINE[im]])
             live.summary["parameters"] = {"student": count_parameters(student),
                                           "teacher": train_set.info["teacher_parameters"]}
-        save_teacher_student_grid(out / "grid.png", student, heldout)
+        # The curves, metrics and grid go where git tracks them; the student stays in the DVC cache.
+        with atomic_directory(SHOWN / "students" / im) as shown:
+            (out / "live").rename(shown / "live")
+            save_teacher_student_grid(shown / "grid.png", student, heldout)
         save_student(out / "student.pt", student.cpu(), teacher)
 
 

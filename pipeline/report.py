@@ -54,7 +54,7 @@ class Run:
     created: str = ""  # ISO timestamp: the newest run wins where several match
 
     def student(self, im: str) -> dict:
-        return self.metrics.get(f"data/students/{im}/live/metrics.json", {})
+        return self.metrics.get(f"data/metrics/students/{im}/live/metrics.json", {})
 
     def final(self, im: str) -> float | None:
         return self.student(im).get("heldout", {}).get(HEADLINE[im])
@@ -123,7 +123,7 @@ def study_runs(runs: dict[str, Run], teacher: str, studies=tuple(STUDIES)) -> di
 
 def curve(run: Run, im: str, read=dvc.api.read) -> list[tuple[int, float]]:
     """(step, headline fidelity) of a run's student, from its DVCLive TSV in the DVC cache."""
-    text = read(f"data/students/{im}/live/plots/metrics/heldout/{HEADLINE[im]}.tsv", rev=run.rev)
+    text = read(f"data/metrics/students/{im}/live/plots/metrics/heldout/{HEADLINE[im]}.tsv", rev=run.rev)
     rows = [line.split("\t") for line in text.strip().splitlines()[1:]]
     return [(int(step), float(value)) for step, value in rows]
 
@@ -262,7 +262,8 @@ def teacher_section(runs: dict[str, Run], teacher: str, out: Path, defaults: dic
     figures.mkdir(parents=True, exist_ok=True)
     plot_curves(figures / f"{teacher}-curves.png", named)
     masks = variants(runs, teacher, MASK_STUDY)
-    grids = {variant: read("data/counterfactuals/grid.png", rev=run.rev, mode="rb") for variant, run in masks.items()}
+    grids = {variant: read("data/metrics/counterfactuals/grid.png", rev=run.rev, mode="rb")
+             for variant, run in masks.items()}
     plot_grids(figures / f"{teacher}-masks.png", grids)
     heldout = runs[f"{teacher}-baseline"].params["generate"]["heldout_per_class"]
     return [f"## Teacher: {teacher}", "",

@@ -87,6 +87,9 @@ def tiny_project(repo: Path, params: dict, profile: dict | None = None) -> Path:
     run(repo, "git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "tiny")
     repo.joinpath("first_repro.log").write_text(dvc(repo, "repro"))
     repo.joinpath("first_repro.json").write_text(json.dumps(digests(repo / "data")))
+    # As a user commits a run: dvc.lock and the metrics and plots that git tracks.
+    run(repo, "git", "-c", "user.name=t", "-c", "user.email=t@t", "add", "dvc.lock", "data")
+    run(repo, "git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "results")
     return repo
 
 
@@ -111,7 +114,8 @@ def metrics(repo: Path) -> dict[str, dict]:
 
 def test_repro_runs_every_stage_and_writes_every_output(repo):
     assert stages_run((repo / "first_repro.log").read_text()) == STAGES
-    for path in ["data/students/shape/student.pt", "data/students/texture/grid.png", "data/counterfactuals/grid.png",
+    for path in ["data/students/shape/student.pt", "data/metrics/students/texture/grid.png",
+                 "data/metrics/counterfactuals/grid.png",
                  "data/counterfactuals/shards/dataset.json", "data/evaluate/confusion.csv"]:
         assert (repo / path).is_file(), path
     assert not list((repo / "data").rglob(".*.partial")), "a partial output survived a successful run"
@@ -119,12 +123,12 @@ def test_repro_runs_every_stage_and_writes_every_output(repo):
 
 def test_metrics_show_reports_fidelity_baselines_sizes_and_accuracies(repo):
     files = metrics(repo)
-    shape = files["data/students/shape/live/metrics.json"]
+    shape = files["data/metrics/students/shape/live/metrics.json"]
     assert {"l1", "psnr", "ssim", "mask_iou", "mask_mean"} <= set(shape["heldout"])
     assert set(shape["baseline"]) == set(shape["heldout"])
     assert shape["parameters"]["student"] > 0 and shape["parameters"]["teacher"] > 0
     assert shape["steps_to_95pct_gain"] in (8, 16)  # an eval step: eval_every 8 of 16 shape steps
-    assert set(files["data/students/texture/live/metrics.json"]["heldout"]) == {"l1", "psnr", "ssim"}
+    assert set(files["data/metrics/students/texture/live/metrics.json"]["heldout"]) == {"l1", "psnr", "ssim"}
     reference = files["data/reference/metrics.json"]
     assert set(reference["teacher"]) == set(reference["factual"]) == {"accuracy", "accuracy_same_colour"}
     evaluate = files["data/evaluate/metrics.json"]
@@ -220,7 +224,6 @@ def test_shards_and_students_move_to_another_machine_through_a_dvc_remote(repo, 
     dvc(repo, "push")
     clone = tmp_path / "clone"
     run(tmp_path, "git", "clone", "-q", str(repo), str(clone))
-    shutil.copy(repo / "dvc.lock", clone / "dvc.lock")  # what a commit of the run would carry
     dvc(clone, "remote", "add", "--local", "-d", "store", str(remote))
     dvc(clone, "pull")
     assert digests(clone / "data") == digests(repo / "data")
@@ -235,20 +238,25 @@ def test_distill_trains_on_two_data_parallel_processes_from_streamed_shards(repo
     params = yaml.safe_load(committed)
     params["ims"]["background"]["data"] = "stream"
     params_file.write_text(yaml.safe_dump(params, sort_keys=False))
+    shown = repo / "data/metrics/students/background"
+    kept = shutil.copytree(shown, repo.parent / "one-process-metrics")
     try:
         log = run(repo, sys.executable, "-m", "pipeline.distill", "background", SKDCGN_PROCESSES="2")
     finally:
         params_file.write_text(committed)
     assert log.count("distill background: 8/8") == 1  # one rank reports, not two
     assert (repo / "data/students/background/student.pt").is_file()
-    assert "heldout" in json.loads((repo / "data/students/background/live/metrics.json").read_text())
+    assert "heldout" in json.loads((repo / "data/metrics/students/background/live/metrics.json").read_text())
     assert not (repo / "data/students/.background.partial").exists()
     uneven = subprocess.run([sys.executable, "-m", "pipeline.distill", "background"], cwd=repo, capture_output=True,
                             text=True, env=stage_env(SKDCGN_PROCESSES="3"))
     assert uneven.returncode == 2
     assert uneven.stderr.splitlines() == ["error: batch_size 16 does not split evenly over SKDCGN_PROCESSES=3 "
                                           "processes; allowed: a multiple of 3"]
-    dvc(repo, "checkout", "--force", "data/students/background")  # the one-process student, for the tests after
+    # The one-process student (from the cache) and its metrics (tracked by git), for the tests after.
+    dvc(repo, "checkout", "--force", "data/students/background")
+    shutil.rmtree(shown)
+    kept.rename(shown)
     assert "up to date" in dvc(repo, "status")
 
 
@@ -349,7 +357,7 @@ def test_many_classes_and_large_images_run_the_whole_pipeline(large_repo):
     assert meta["num_samples"] == 1000 and meta["image"]["height"] == meta["image"]["width"] == 64
     assert meta["info"]["teacher"]["num_classes"] == 1000
     files = metrics(large_repo)
-    assert files["data/students/shape/live/metrics.json"]["parameters"]["student"] > 0
+    assert files["data/metrics/students/shape/live/metrics.json"]["parameters"]["student"] > 0
     assert set(files["data/evaluate/metrics.json"]["student"]) == {"accuracy"}  # no MNIST variant, no hard part
     counterfactuals = read_meta(large_repo / "data/counterfactuals/shards")
     assert counterfactuals["image"]["height"] == 64 and counterfactuals["num_samples"] == 40
@@ -385,7 +393,8 @@ def numbers(tree) -> list[float]:
 def test_imagenet_cgn_runs_the_whole_pipeline_without_a_nan(imagenet_repo):
     assert stages_run((imagenet_repo / "first_repro.log").read_text()) == STAGES
     files = metrics(imagenet_repo)
-    assert set(files) == {f"data/students/{im}/live/metrics.json" for im in ("shape", "texture", "background")} | {
+    assert set(files) == {f"data/metrics/students/{im}/live/metrics.json"
+                          for im in ("shape", "texture", "background")} | {
         "data/reference/metrics.json", "data/evaluate/metrics.json"}
     values = numbers(files)
     assert values and all(math.isfinite(value) for value in values)
@@ -393,9 +402,10 @@ def test_imagenet_cgn_runs_the_whole_pipeline_without_a_nan(imagenet_repo):
     assert texture["info"]["teacher"]["kind"] == "cgn-imagenet" and texture["image"]["format"] == "jpeg"
     assert texture["num_samples"] == 80 and texture["image"]["height"] == 64
     assert read_meta(imagenet_repo / "data/teacher/shape/train")["image"]["format"] == "png"
-    shape = files["data/students/shape/live/metrics.json"]
+    shape = files["data/metrics/students/shape/live/metrics.json"]
     assert shape["parameters"]["student"] < shape["parameters"]["teacher"] / 8
-    for grid in ("data/reference/grid.png", "data/counterfactuals/grid.png", "data/students/texture/grid.png"):
+    for grid in ("data/reference/grid.png", "data/metrics/counterfactuals/grid.png",
+                 "data/metrics/students/texture/grid.png"):
         assert (imagenet_repo / grid).stat().st_size > 0, grid
 
 
@@ -428,7 +438,7 @@ def test_a_teacher_of_ones_own_is_distilled_by_the_whole_pipeline(custom_repo):
     assert stages_run((custom_repo / "first_repro.log").read_text()) == STAGES
     assert read_meta(custom_repo / "data/teacher/shape/train")["info"]["teacher"]["kind"] == "stripes"
     files = metrics(custom_repo)
-    assert files["data/students/texture/live/metrics.json"]["heldout"]["psnr"] > 0
+    assert files["data/metrics/students/texture/live/metrics.json"]["heldout"]["psnr"] > 0
     assert files["data/evaluate/metrics.json"]["classifier_protocol"].startswith("skipped: ")
 
 
@@ -445,13 +455,13 @@ def test_editing_ones_own_teacher_makes_the_stages_it_feeds_out_of_date(custom_r
 def test_real_teacher_pipeline_runs_on_real_digits(cgn_repo):
     assert stages_run((cgn_repo / "first_repro.log").read_text()) == STAGES
     files = metrics(cgn_repo)
-    shape = files["data/students/shape/live/metrics.json"]
+    shape = files["data/metrics/students/shape/live/metrics.json"]
     assert shape["parameters"] == {"student": shape["parameters"]["student"], "teacher": 194_914}
     assert shape["parameters"]["student"] < 194_914
     reference = files["data/reference/metrics.json"]
     assert reference["test_size"] == 4880 and reference["train_size"]["factual"] == 120
     assert {"accuracy", "accuracy_same_colour"} <= set(files["data/evaluate/metrics.json"]["student"])
-    for grid in ("data/reference/grid.png", "data/reference/test_grid.png", "data/counterfactuals/grid.png"):
+    for grid in ("data/reference/grid.png", "data/reference/test_grid.png", "data/metrics/counterfactuals/grid.png"):
         assert (cgn_repo / grid).stat().st_size > 0, grid
 
 

@@ -22,7 +22,7 @@ SHAPE_STEPS = (100, 200, 300)
 
 def fake_run(name: str, changes: dict, finals: dict[str, float], speed: float = 1.0) -> tuple[Run, dict]:
     """A run with `changes` over the defaults, its students ending at `finals`; `speed` > 1 gets there sooner."""
-    metrics = {f"data/students/{im}/live/metrics.json": {"heldout": {key: value}, "baseline": {key: 0.0},
+    metrics = {f"data/metrics/students/{im}/live/metrics.json": {"heldout": {key: value}, "baseline": {key: 0.0},
                                                          "steps_to_95pct_gain": 200}
                for im, key, value in (("shape", "mask_iou", finals["shape"]), ("texture", "psnr", finals["texture"]),
                                       ("background", "psnr", finals["background"]))}
@@ -50,11 +50,11 @@ def study_runs():
     for name, (changes, finals, speed) in specs.items():
         runs[name], curves = fake_run(name, changes, finals, speed)
         for im, text in curves.items():
-            files[(f"data/students/{im}/live/plots/metrics/heldout/"
+            files[(f"data/metrics/students/{im}/live/plots/metrics/heldout/"
                    f"{'mask_iou' if im == 'shape' else 'psnr'}.tsv", runs[name].rev)] = text
         png = io.BytesIO()
         Image.new("RGB", (8, 8), (200, 0, 0)).save(png, format="PNG")
-        files[("data/counterfactuals/grid.png", runs[name].rev)] = png.getvalue()
+        files[("data/metrics/counterfactuals/grid.png", runs[name].rev)] = png.getvalue()
     return runs, lambda path, rev, mode="r": files[(path, rev)]
 
 
