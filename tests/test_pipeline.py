@@ -136,6 +136,36 @@ def test_metrics_show_reports_fidelity_baselines_sizes_and_accuracies(repo):
     assert set(evaluate["real_vs_counterfactual"]) == {"train_accuracy", "test_accuracy"}
 
 
+def dvc_json(repo: Path, *args: str) -> dict:
+    result = subprocess.run([sys.executable, "-m", "dvc", *args, "--json"], cwd=repo, env=stage_env(),
+                            capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr[-2000:]
+    return json.loads(result.stdout)
+
+
+def test_a_fresh_clone_shows_the_committed_metrics_and_plots_without_the_cache(repo, tmp_path):
+    """Metrics and plots travel with git (`cache: false`): a clone with no DVC cache and no remote shows the
+    committed numbers, compares them with an earlier commit, and renders every plot."""
+    clone = tmp_path / "clone"
+    run(tmp_path, "git", "clone", "-q", str(repo), str(clone))
+    committed = {path: json.loads(run(repo, "git", "show", f"HEAD:{path}")) for path in metrics(clone)}
+    assert metrics(clone) == committed
+    assert set(committed) == {f"data/metrics/students/{im}/live/metrics.json"
+                              for im in ("shape", "texture", "background")} | {
+        "data/reference/metrics.json", "data/evaluate/metrics.json"}
+    diff = dvc_json(clone, "metrics", "diff", "HEAD~1")  # HEAD~1 has no metrics yet: DVC says so on stderr
+    shape = diff["data/metrics/students/shape/live/metrics.json"]["heldout.mask_iou"]
+    assert shape["new"] == committed["data/metrics/students/shape/live/metrics.json"]["heldout"]["mask_iou"]
+    shown = [entry["data"]["metrics"] for entry in dvc_json(clone, "exp", "show")]
+    assert all(shown) and shown[0]["data/metrics/students/shape/live/metrics.json"]["data"]["heldout"]["mask_iou"] \
+        == shape["new"]
+    plots = dvc_json(clone, "plots", "show")
+    assert not plots.get("errors")
+    assert {"data/metrics/students/shape/grid.png", "data/metrics/counterfactuals/grid.png",
+            "data/metrics/students/texture/live/plots/metrics/heldout/psnr.tsv"} <= set(plots["data"])
+    assert not (clone / "data/students").exists()  # the students themselves stay in the DVC cache
+
+
 def test_plots_render(repo):
     out = repo / "plots_html"
     dvc(repo, "plots", "show", "-o", str(out))
