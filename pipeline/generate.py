@@ -37,6 +37,7 @@ def main() -> None:
     params, im = stage_args(with_im=True)
     part = this_part()
     processes = env_count(PROCESSES_ENV, default=1, minimum=1) if part.alone else 1
+    writers = shard_writers()  # every environment setting is checked before anything is written
     device = part_device(setup_torch(), part)
     with exit_on_error():
         teacher = make_teacher(params.teacher).to(device)
@@ -44,13 +45,13 @@ def main() -> None:
                      teacher.identity())
     output = DATA / "teacher" / im
     if not part.alone:
-        sample_splits(teacher, params, im, part_output(output, key), part, resume=True)
+        sample_splits(teacher, params, im, part_output(output, key), part, writers, resume=True)
         return
     resume = may_resume(default=False)
     with staging(output, key, resume) as out:
         if processes > 1:
             run_parts(im, processes)
-        sample_splits(teacher, params, im, out, part, resume=resume or processes > 1)
+        sample_splits(teacher, params, im, out, part, writers, resume=resume or processes > 1)
 
 
 def this_part() -> Part:
@@ -81,7 +82,7 @@ def part_output(output: Path, key: str) -> Path:
     return partial
 
 
-def sample_splits(teacher, params, im: str, out: Path, part: Part, resume: bool) -> None:
+def sample_splits(teacher, params, im: str, out: Path, part: Part, writers: int, resume: bool) -> None:
     settings = params.generate
     for split, per_class in (("train", settings.per_class), ("heldout", settings.heldout_per_class)):
         if (out / split).is_dir():
@@ -90,7 +91,7 @@ def sample_splits(teacher, params, im: str, out: Path, part: Part, resume: bool)
         label = f"generate {im} {split}" + ("" if part.alone else f" part {part}")
         with progress(label, total, every=settings.batch_size) as advance:
             sample_teacher(teacher, im, out / split, per_class, generator(params.seed, "generate", im, split),
-                           settings, advance=advance, resume=resume, writers=shard_writers(),
+                           settings, advance=advance, resume=resume, writers=writers,
                            class_means=split == "train", part=part)
         if part.alone:
             report_disk(f"generate {im} {split}", out / split, per_class * teacher.num_classes)
