@@ -70,10 +70,11 @@ def real_or_counterfactual(real: Labelled, counterfactual: Labelled, params: Par
                                       on_epoch=lambda epoch, loss: advance(loss=loss))
 
 
-def write_confusion(path: Path, confusion: torch.Tensor) -> None:
-    """One (actual, predicted) row per test image: the layout DVC's confusion template reads."""
+def write_confusion(path: Path, confusion: torch.Tensor | None) -> None:
+    """One (actual, predicted) row per test image: the layout DVC's confusion template reads. None (the protocol
+    was skipped): the header alone, so that the stage's declared plot exists and draws nothing."""
     lines = ["actual,predicted"]
-    for actual, row in enumerate(confusion.tolist()):
+    for actual, row in enumerate([] if confusion is None else confusion.tolist()):
         for predicted, count in enumerate(row):
             lines += [f"{actual},{predicted}"] * count
     Path(path).write_text("\n".join(lines) + "\n")

@@ -39,8 +39,7 @@ def main() -> None:
         }
     with staging(DATA / "evaluate") as out:
         write_json(out / "metrics.json", metrics)
-        if confusion is not None:
-            write_confusion(out / "confusion.csv", confusion)
+        write_confusion(out / "confusion.csv", confusion)
 
 
 def classifier_scores(params: Params, teacher: Teacher, counterfactuals: Dataset,

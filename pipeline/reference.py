@@ -45,12 +45,14 @@ def main() -> None:
     shown = min(settings.n, settings.grid_columns**2)
     with staging(DATA / "reference") as out:
         write_json(out / "metrics.json", metrics)
-        save_grid(out / "grid.png", list(render(mechanisms, inputs, 0, shown, shifts, changes, device=device)
-                                         .split(settings.grid_columns)), COMPOSITE_RANGE)
+        # One folder of grids (a plot in dvc.yaml): the test grid exists only where the protocol runs.
+        save_grid(out / "grids" / "grid.png", list(render(mechanisms, inputs, 0, shown, shifts, changes,
+                                                          device=device).split(settings.grid_columns)), COMPOSITE_RANGE)
+        write_confusion(out / "confusion.csv", None if skipped else teacher_confusion)
         if not skipped:
-            write_confusion(out / "confusion.csv", teacher_confusion)
             test_images = decode_images(test.images[:shown], COMPOSITE_RANGE)
-            save_grid(out / "test_grid.png", list(test_images.split(settings.grid_columns)), COMPOSITE_RANGE)
+            save_grid(out / "grids" / "test_grid.png", list(test_images.split(settings.grid_columns)),
+                      COMPOSITE_RANGE)
 
 
 if __name__ == "__main__":

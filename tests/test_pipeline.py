@@ -434,7 +434,7 @@ def test_imagenet_cgn_runs_the_whole_pipeline_without_a_nan(imagenet_repo):
     assert read_meta(imagenet_repo / "data/teacher/shape/train")["image"]["format"] == "png"
     shape = files["data/metrics/students/shape/live/metrics.json"]
     assert shape["parameters"]["student"] < shape["parameters"]["teacher"] / 8
-    for grid in ("data/reference/grid.png", "data/metrics/counterfactuals/grid.png",
+    for grid in ("data/reference/grids/grid.png", "data/metrics/counterfactuals/grid.png",
                  "data/metrics/students/texture/grid.png"):
         assert (imagenet_repo / grid).stat().st_size > 0, grid
 
@@ -446,6 +446,8 @@ def test_imagenet_evaluation_says_in_the_metrics_that_the_digit_protocol_is_skip
         assert line.startswith("skipped: ") and "cgn-imagenet" in line and "\n" not in line
     assert files["data/evaluate/metrics.json"]["train_size"] == 40
     assert "student" not in files["data/evaluate/metrics.json"]
+    for stage in ("reference", "evaluate"):  # declared plots, empty: no test set was classified
+        assert (imagenet_repo / f"data/{stage}/confusion.csv").read_text() == "actual,predicted\n"
     out = imagenet_repo / "plots_html"
     dvc(imagenet_repo, "plots", "show", "-o", str(out))  # no confusion matrices to draw: still a page
     assert "heldout" in (out / "index.html").read_text()
@@ -491,7 +493,8 @@ def test_real_teacher_pipeline_runs_on_real_digits(cgn_repo):
     reference = files["data/reference/metrics.json"]
     assert reference["test_size"] == 4880 and reference["train_size"]["factual"] == 120
     assert {"accuracy", "accuracy_same_colour"} <= set(files["data/evaluate/metrics.json"]["student"])
-    for grid in ("data/reference/grid.png", "data/reference/test_grid.png", "data/metrics/counterfactuals/grid.png"):
+    for grid in ("data/reference/grids/grid.png", "data/reference/grids/test_grid.png",
+                 "data/metrics/counterfactuals/grid.png"):
         assert (cgn_repo / grid).stat().st_size > 0, grid
 
 
