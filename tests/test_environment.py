@@ -6,6 +6,7 @@ import re
 import shutil
 import subprocess
 import sys
+import sysconfig
 import tomllib
 from pathlib import Path
 
@@ -42,7 +43,10 @@ def test_the_lock_pins_every_declared_dependency_once():
 def test_this_environment_is_the_locked_one():
     """What `make setup` installs: a package at another version than the lock's means the committed results
     may not reproduce here."""
-    installed = {canonical(dist.metadata["Name"]): dist.version for dist in importlib.metadata.distributions()}
+    # Only the environment's own site-packages: once setuptools is imported, its _vendor folder (older packaging,
+    # platformdirs, ...) is on sys.path too, and those copies are not what pip installed.
+    site = sorted({sysconfig.get_paths()["purelib"], sysconfig.get_paths()["platlib"]})
+    installed = {canonical(dist.metadata["Name"]): dist.version for dist in importlib.metadata.distributions(path=site)}
     differ = {name: (version, installed.get(name)) for name, version in locked().items()
               if installed.get(name) != version}
     assert differ == {}, "locked vs installed"
