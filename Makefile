@@ -19,8 +19,9 @@ $(VENV)/.installed: pyproject.toml requirements.lock
 	$(PY) -m pip install --quiet --no-deps -e .
 	touch $@
 
+# Independent stages at once, one per free core (pipeline/repro.py): the same outputs as `dvc repro`.
 repro: setup
-	dvc repro
+	$(PY) -m pipeline.repro
 
 test: setup
 	$(PY) -m pytest $(PYTEST_ARGS)

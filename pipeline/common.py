@@ -22,6 +22,7 @@ from pydantic import BaseModel
 
 from pipeline.params import Params, load_or_exit
 from skdcgn.mechanisms import IMS
+from skdcgn.utils.allocator import keep_freed_memory
 from skdcgn.utils.atomic import atomic_directory, partial_path
 
 DATA = Path("data")
@@ -54,6 +55,7 @@ def setup_torch() -> torch.device:
     two intra-op threads made a small student's step up to 30x slower. Threads are set by environment, not
     params: they change speed, and a params change would re-run stages."""
     torch.set_num_threads(env_count(THREADS_ENV, default=1, minimum=1))
+    keep_freed_memory()
     # cuBLAS repeats its results only with a fixed workspace (PyTorch's reproducibility notes); it must be set
     # before CUDA starts. Kernels with no deterministic version (README: on CUDA) warn rather than fail.
     os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")

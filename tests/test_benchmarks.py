@@ -62,3 +62,27 @@ def check_reports(stdout: str, lines: int) -> list[re.Match]:
         # Rates are printed rounded; the ratio is of the unrounded ones.
         assert float(report.group(6)) == pytest.approx(first / second, rel=0.05, abs=0.002)
     return reports
+
+
+def test_step_profile_reports_the_steps_flops_next_to_a_dense_matmul():
+    output = run_benchmark("step_profile", *TINY[:-2], "--set", "train.disc_widths=[4,8,8]", "--steps", "2",
+                           "--matmul-size", "128", "--top", "3")
+    step = re.search(r"^step ([\d.]+) ms, ([\d.]+) GFLOP -> ([\d.]+) GFLOP/s; dense 128\^3 matmul ([\d.]+) "
+                     r"GFLOP/s on the same thread\(s\): (\d+)% of it$", output, re.MULTILINE)
+    assert step, output
+    ms, gflop, rate, dense, share = (float(value) for value in step.groups())
+    assert gflop > 0 and rate == pytest.approx(gflop / ms * 1e3, rel=0.05, abs=0.1)
+    assert share == pytest.approx(100 * rate / dense, abs=1)
+    assert "with discriminator" in output and "convolution" in output  # the operator table
+
+
+def test_compare_repro_times_stages_run_one_at_a_time_and_several_at_once():
+    from benchmarks.compare_repro import stage_seconds
+
+    serial = [(0.0, "Running stage 'generate@shape':\n"), (5.0, "> python -m pipeline.generate shape\n"),
+              (12.0, "Running stage 'distill@shape':\n"), (40.0, "Updating lock file 'dvc.lock'\n")]
+    assert stage_seconds(serial, total=41.0) == {"generate@shape": 12.0, "distill@shape": 29.0}
+    parallel = [(0.0, "start generate@shape (1 running)\n"), (0.1, "start generate@texture (2 running)\n"),
+                (2.0, "[generate@shape] Running stage 'generate@shape':\n"),
+                (9.0, "done generate@texture: exit 0 after 9 s\n"), (11.0, "done generate@shape: exit 0 after 11 s\n")]
+    assert stage_seconds(parallel, total=12.0) == {"generate@shape": 11.0, "generate@texture": 8.9}

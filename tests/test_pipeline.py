@@ -291,14 +291,37 @@ def test_distill_trains_on_two_data_parallel_processes_from_streamed_shards(repo
 
 
 def test_repro_from_scratch_gives_the_same_bytes_everywhere(repo):
-    """Shards, student weights, grids, metrics and curves: same params, same bytes (CPU)."""
+    """Shards, student weights, grids, metrics and curves: same params, same bytes (CPU), whether the stages ran
+    one after another (the fixture's `dvc repro`) or several at once (`make repro`'s pipeline.repro)."""
     shutil.rmtree(repo / "data")
     shutil.rmtree(repo / ".dvc" / "cache")
-    assert stages_run(dvc(repo, "repro")) == STAGES
+    output = run(repo, sys.executable, "-m", "pipeline.repro", "--jobs", "3")
+    assert stages_run(output) == STAGES
+    assert re.search(r"^start \S+ \(3 running\)$", output, re.MULTILINE), output[-3000:]
+    assert "up to date" in dvc(repo, "status")
     first = json.loads((repo / "first_repro.json").read_text())
     again = digests(repo / "data")
     assert again.keys() == first.keys()
     assert [path for path in first if first[path] != again[path]] == []
+
+
+def test_a_failing_stage_stops_the_parallel_repro_before_what_needs_it(repo):
+    params = (repo / "params.yaml").read_text()
+    (repo / "params.yaml").write_text(params.replace("  shard_size: 64\n", "  shard_size: 0\n", 1))
+    try:
+        result = subprocess.run([sys.executable, "-m", "pipeline.repro", "--jobs", "2"], cwd=repo, env=stage_env(),
+                                capture_output=True, text=True)
+    finally:
+        (repo / "params.yaml").write_text(params)
+        # DVC removes a stage's outputs before it runs the stage's command; they are in the cache.
+        dvc(repo, "checkout")
+    assert result.returncode == 255, result.stdout[-2000:]  # what `dvc repro` exits with when a stage fails
+    assert "error: generate.shard_size: 0 is out of range" in result.stdout  # the stage's own line
+    failed = re.findall(r"^error: stage (\S+) failed \(exit 255\); not run: (.*)$", result.stderr, re.MULTILINE)
+    assert len(failed) == 1 and failed[0][0].startswith("generate@"), result.stderr
+    assert {"compose", "evaluate"} <= set(failed[0][1].split(", ")), result.stderr
+    assert "Running stage 'compose'" not in result.stdout
+    assert "up to date" in dvc(repo, "status")  # dvc.lock was not touched
 
 
 def test_a_mask_change_reruns_only_compose_and_evaluate(repo):
