@@ -1,5 +1,6 @@
 """Two commits side by side on this host: the README's `make repro` from nothing (a fresh clone of each, its
-`data/` removed), one after the other, with wall time per stage and in all, and the fidelity and accuracy each run reaches.
+`data/` removed), one after the other, with wall time per stage and in all, and the fidelity and accuracy each
+run reaches.
 
 Absolute CPU times vary 2-4x between hosts and days, so only the ratio of two runs on one host in one sitting
 says whether a change made the pipeline faster. Each clone runs its own Makefile's `repro` recipe (so a commit
