@@ -1,6 +1,9 @@
 import os
 from pathlib import Path
 
+# First, before torch runs anything: the CPU kernels the stages use (pipeline/__init__.py), so that tests run
+# what the stages run, and a compiled kernel never meets an ATen of another vector width.
+import pipeline  # noqa: F401
 import pytest
 import torch
 
