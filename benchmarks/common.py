@@ -59,15 +59,15 @@ def best_seconds(run: Callable[[], object], device: torch.device, repeats: int) 
     with contextlib.redirect_stdout(io.StringIO()):
         run()
         for _ in range(repeats):
-            _synchronise(device)
+            synchronise(device)
             start = time.perf_counter()
             run()
-            _synchronise(device)
+            synchronise(device)
             times.append(time.perf_counter() - start)
     return min(times)
 
 
-def _synchronise(device: torch.device) -> None:
+def synchronise(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
 

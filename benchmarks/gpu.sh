@@ -68,26 +68,33 @@ large=(--set teacher.synthetic.num_classes=1000 --set teacher.synthetic.image_si
 checkpoint="$out/cgn-random.pth"
 step 60 "A full-size ImageNet CGN checkpoint with random weights" "$python" -c \
   "import sys; from pathlib import Path; from benchmarks.imagenet_speed import random_checkpoint; \
-random_checkpoint(Path(sys.argv[1]))" "$out"
+random_checkpoint(Path(sys.argv[1]))" "$checkpoint"
 step 150 "ImageNet CGN (random full-size weights) against the profiles' students, per mechanism, 256 and 128" \
   "$python" -m benchmarks.imagenet_speed --checkpoint "$checkpoint" --batch 32 --repeats 3
 step 120 "ImageNet CGN teacher sampling into shards (profile cgn-imagenet, 1,000 samples per mechanism)" \
   "$python" -m benchmarks.shard_writing --profile cgn-imagenet --set "teacher.cgn-imagenet.checkpoint=$checkpoint" \
   --set generate.per_class=1 --set generate.shard_size=250 --repeats 2
 rm -f "$checkpoint"
-step 150 "Tests on CUDA (-m device -k cuda)" "$python" -m pytest -q -p no:cacheprovider -m device -k cuda \
-  --continue-on-collection-errors tests
+# A 256x256 student's training step, where its GPU time goes, with and without deterministic algorithms (the
+# first GPU run saw 2 steps/s at batch 64).
+for determinism in "" --nondeterministic; do
+  step 60 "Profile of a 256x256 texture student's step (bf16) $determinism" "$python" -m benchmarks.step_profile \
+    "${large[@]}" --im texture --steps 10 --matmul-size 8192 $determinism
+done
+# pipeline.report (collected, not run, with `-m device`) imports dvc, which a bare GPU image lacks.
+step 120 "Tests on CUDA (-m device -k cuda)" "$python" -m pytest -q -p no:cacheprovider -m device -k cuda \
+  --ignore tests/test_report.py tests
 step 60 "Synthetic teacher sampling into shards, 256x256, 1,000 classes" "$python" -m benchmarks.shard_writing \
-  "${large[@]}" --set generate.per_class=4
+  "${large[@]}" --set generate.per_class=2 --repeats 1
 step 60 "Students against the teacher, 256x256 counterfactuals" "$python" -m benchmarks.student_speed \
   "${large[@]}" --set compose.n=2000 --set compose.batch_size=250
 # 2,000 training samples in 20 shards (8 loader workers need at least 8), 1,000 held out.
-train=(--im texture --steps 100 --set generate.per_class=2 --set generate.heldout_per_class=1
+train=(--im texture --steps 20 --repeats 1 --set generate.per_class=2 --set generate.heldout_per_class=1
        --set generate.shard_size=100 --set train.batch_size=64)
 step 90 "Distillation steps, 256x256 texture student (bf16), from shards and from memory" \
   "$python" -m benchmarks.training_input "${large[@]}" "${train[@]}"
-step 90 "The same, streamed by 8 loader workers" "$python" -m benchmarks.training_input "${large[@]}" \
+step 60 "The same, streamed by 8 loader workers" "$python" -m benchmarks.training_input "${large[@]}" \
   "${train[@]}" --set train.data=stream --set train.loader_workers=8
 step 60 "The default 32x32 students (params.yaml), shape" "$python" -m benchmarks.training_input --im shape \
-  --steps 500
+  --steps 100 --repeats 1
 echo "wrote $report"

@@ -29,8 +29,8 @@ from skdcgn.teachers.noise import draw_noise
 PROFILES = {256: "cgn-imagenet", 128: "cgn-imagenet-128"}
 
 
-def random_checkpoint(folder: Path) -> Path:
-    path = folder / "cgn.pth"
+def random_checkpoint(path: Path) -> Path:
+    """A full-size CGN in the released layout with random weights, written to `path`."""
     torch.manual_seed(0)
     torch.save(CGNImageNetNet().state_dict(), path)
     return path
@@ -71,7 +71,7 @@ def main() -> None:
     args = parser.parse_args()
     _, device = setup(args)
     with tempfile.TemporaryDirectory() as folder:
-        checkpoint = args.checkpoint or random_checkpoint(Path(folder))
+        checkpoint = args.checkpoint or random_checkpoint(Path(folder) / "cgn.pth")
         for size in args.sizes:
             compare(size, checkpoint, device, args.batch, args.repeats)
 

@@ -3,7 +3,9 @@ next to a dense matrix product's on the same thread, and the operators that take
 
 A step (discriminator phase, then generator phase, as `distill` runs it) is timed on random teacher images:
 speed does not depend on what the images show. FLOPs are PyTorch's FlopCounterMode count (2 x multiply-adds)
-of forward and backward; the matmul is square float32 of `--matmul-size`, the best a core does on dense work.
+of forward and backward; the matmul is square float32 of `--matmul-size` on the same device, the best it does
+on dense work. On CUDA the operators are sorted by GPU time, and `--nondeterministic` times the step without
+the stages' deterministic algorithms (what they cost there).
 Usage: SKDCGN_THREADS=1 python -m benchmarks.step_profile --im shape [--steps 30] [--set loss.feature_weight=0]
 """
 
@@ -15,19 +17,21 @@ import torch
 from torch.profiler import ProfilerActivity, profile
 from torch.utils.flop_counter import FlopCounterMode
 
-from benchmarks.common import arguments, setup
+from benchmarks.common import arguments, setup, synchronise
 from skdcgn.distillation.gan_step import GANStep
 from skdcgn.distillation.students import ProjectionDiscriminator, StudentGenerator, count_parameters
 from skdcgn.mechanisms import CHANNELS, IMS, VALUE_RANGE
 from skdcgn.teachers.registry import make_teacher
 
 
-def matmul_gflops(size: int, repeats: int = 5) -> float:
-    a, b = torch.randn(size, size), torch.randn(size, size)
+def matmul_gflops(size: int, device: torch.device, repeats: int = 5) -> float:
+    a, b = torch.randn(size, size, device=device), torch.randn(size, size, device=device)
     a @ b
+    synchronise(device)
     start = time.perf_counter()
     for _ in range(repeats):
         a @ b
+    synchronise(device)
     return 2 * size**3 * repeats / (time.perf_counter() - start) / 1e9
 
 
@@ -37,8 +41,12 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=30, help="timed steps (after 5 warm-up steps)")
     parser.add_argument("--matmul-size", type=int, default=1024)
     parser.add_argument("--top", type=int, default=15, help="operators listed")
+    parser.add_argument("--nondeterministic", action="store_true",
+                        help="without torch.use_deterministic_algorithms (the stages turn it on)")
     args = parser.parse_args()
     params, device = setup(args)
+    if args.nondeterministic:
+        torch.use_deterministic_algorithms(False)
     teacher = make_teacher(params.teacher)
     settings = params.train_for(args.im)
     student = StudentGenerator(args.im, teacher.z_dims[args.im], teacher.num_classes, teacher.image_size,
@@ -58,19 +66,25 @@ def main() -> None:
     with FlopCounterMode(display=False) as counter:
         gan(z, y, real)
     flops = counter.get_total_flops()
+    synchronise(device)
     start = time.perf_counter()
     for _ in range(args.steps):
         gan(z, y, real)
+    synchronise(device)
     seconds = (time.perf_counter() - start) / args.steps
-    dense = matmul_gflops(args.matmul_size)
-    print(f"{args.im}: {sizes}, batch {batch}, {'with' if gan.uses_disc else 'without'} discriminator")
+    dense = matmul_gflops(args.matmul_size, device)
+    print(f"{args.im}: {sizes}, batch {batch}, {'with' if gan.uses_disc else 'without'} discriminator, "
+          f"{'non' if args.nondeterministic else ''}deterministic algorithms")
     print(f"step {seconds * 1e3:.1f} ms, {flops / 1e9:.3f} GFLOP -> {flops / seconds / 1e9:.1f} GFLOP/s; "
           f"dense {args.matmul_size}^3 matmul {dense:.1f} GFLOP/s on the same thread(s): "
           f"{flops / seconds / 1e9 / dense:.0%} of it")
-    with profile(activities=[ProfilerActivity.CPU]) as profiler:
+    on_gpu = device.type == "cuda"
+    with profile(activities=[ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if on_gpu else [])) as profiler:
         for _ in range(5):
             gan(z, y, real)
-    print(profiler.key_averages().table(sort_by="self_cpu_time_total", row_limit=args.top))
+        synchronise(device)
+    order = "self_cuda_time_total" if on_gpu else "self_cpu_time_total"
+    print(profiler.key_averages().table(sort_by=order, row_limit=args.top))
 
 
 if __name__ == "__main__":

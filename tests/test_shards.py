@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from skdcgn.shards.codec import ImageCodec
-from skdcgn.shards.format import CLASS_MEANS, ShardError
+from skdcgn.shards.format import CLASS_MEANS, HostPixels, ShardError, decode_images
 from skdcgn.shards.reading import open_dataset
 from skdcgn.shards.validation import validate
 from skdcgn.shards.workers import ShardSink
@@ -177,3 +177,12 @@ def test_reading_in_chunks_gives_every_sample_once_in_order(tmp_path):
     chunks = list(open_dataset(tmp_path / "ds").chunks(16))
     assert [len(c["key"]) for c in chunks] == [16, 16, 16, 2]
     assert sum((c["key"] for c in chunks), []) == [f"{i:08d}" for i in range(50)]
+
+
+def test_pixels_come_back_from_any_device_at_their_levels(device):
+    """Images on the device (on CUDA: rounded there, copied to pinned memory without waiting) reach the CPU as
+    the 8-bit levels they were made from, channels last."""
+    levels = torch.randint(0, 256, (6, 3, 5, 4), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
+    images = decode_images(levels, VALUE_RANGE).to(device)
+    pixels = HostPixels(images, VALUE_RANGE)
+    assert np.array_equal(pixels.numpy(), levels.permute(0, 2, 3, 1).numpy())

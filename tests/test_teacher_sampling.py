@@ -141,7 +141,7 @@ def test_parts_written_apart_join_into_the_bytes_of_one_process(tmp_path, settin
 
 def test_a_killed_part_resumes_and_a_missing_part_is_written_by_the_joiner(tmp_path):
     with pytest.raises(Killed):
-        generate_part(tmp_path / "train", CountingTeacher(dies_at=5), "1/2")  # in shard 3
+        generate_part(tmp_path / "train", CountingTeacher(dies_at=6), "1/2")  # 6 batches run, 5 written: into shard 3
     generate_part(tmp_path / "train", CountingTeacher(), "0/2")  # leaves the killed part's files alone
     names = {p.name for p in (tmp_path / ".train.partial").iterdir()}
     assert {"shard-000001.tar", ".shard-000003.tar.partial", "part-0-of-2.sums.npz"} <= names

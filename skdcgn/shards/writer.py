@@ -23,7 +23,7 @@ import torch
 
 from skdcgn.metrics.baseline import ClassMeans
 from skdcgn.shards.codec import ImageCodec, decode_image
-from skdcgn.shards.format import CLASS_MEANS, FORMAT, ROWS_PATTERN, SHARD_PATTERN, ShardError, encode_images
+from skdcgn.shards.format import CLASS_MEANS, FORMAT, ROWS_PATTERN, SHARD_PATTERN, HostPixels, ShardError
 from skdcgn.shards.parts import SUMS_GLOB, Part, load_sums, save_sums, shard_index
 from skdcgn.shards.validation import validate
 from skdcgn.shards.workers import Piece, ShardSink, WorkerSink
@@ -119,18 +119,21 @@ class ShardWriter:
         if images:
             self._means.add(torch.stack(images), torch.tensor(labels))
 
-    def add_batch(self, keys: list[str], labels: torch.Tensor, images: torch.Tensor, arrays: dict,
+    def add_batch(self, keys: list[str], labels: torch.Tensor, images: torch.Tensor | HostPixels, arrays: dict,
                   first: int | None = None) -> None:
         """Samples `first`, `first` + 1, ... of the dataset (default: after the last ones added): images
-        (B, C, H, W) float in value_range, arrays name -> (B, ...) tensors."""
+        (B, C, H, W) float in value_range, or their HostPixels already on the way; arrays name -> (B, ...)
+        tensors."""
         first = self._next if first is None else first
-        pixels = encode_images(images, self.value_range)
+        if isinstance(images, torch.Tensor):
+            images = HostPixels(images, self.value_range)
+        pixels = images.numpy()
         if self._means is not None:
             self._means.add(torch.from_numpy(pixels).permute(0, 3, 1, 2), labels)
         labels = labels.detach().cpu().numpy().astype(np.int64)
         arrays = {name: value.detach().cpu().numpy() for name, value in arrays.items()}
         layout = {"members": sorted(["cls", self.codec.member] + [f"{name}.npy" for name in arrays]),
-                  "image_shape": list(images.shape[1:])}
+                  "image_shape": [pixels.shape[3], *pixels.shape[1:3]]}
         start = 0
         while start < len(keys):
             shard, offset = divmod(first + start, self.shard_size)

@@ -9,8 +9,9 @@ import torch
 from skdcgn.mechanisms import VALUE_RANGE
 from skdcgn.settings import GenerateSettings
 from skdcgn.shards.codec import ImageCodec
+from skdcgn.shards.format import HostPixels
 from skdcgn.shards.parts import Part
-from skdcgn.shards.writer import writing_dataset
+from skdcgn.shards.writer import ShardWriter, writing_dataset
 from skdcgn.teachers.base import Teacher
 from skdcgn.teachers.noise import draw_noise
 
@@ -44,18 +45,28 @@ def sample_teacher(teacher: Teacher, im: str, directory: Path, per_class: int, g
         if advance:
             advance(part.samples(len(labels), size) - sum(min(size, len(labels) - k * size) for k in todo))
         # The batch grid stays that of an uninterrupted run: the teacher sees the same batches, the same bytes;
-        # a batch none of whose shards is to be written is not run.
+        # a batch none of whose shards is to be written is not run. A batch is written while the teacher runs
+        # the next one (on a GPU: HostPixels copies without waiting).
+        queued: list[tuple[int, int, HostPixels]] = []
         for start in range(0, len(labels), settings.batch_size):
             stop = min(start + settings.batch_size, len(labels))
             pieces = [(max(start, k * size), min(stop, (k + 1) * size))
                       for k in range(start // size, (stop - 1) // size + 1) if k in todo]
             if not pieces:
                 continue
-            z, y = noise[start:stop], labels[start:stop]
-            images = teacher(im, z, y)
-            for first, last in pieces:
-                kept = slice(first - start, last - start)
-                writer.add_batch([f"{i:08d}" for i in range(first, last)], y[kept], images[kept], {"z": z[kept]},
-                                 first=first)
-                if advance:
-                    advance(last - first)
+            images = teacher(im, noise[start:stop], labels[start:stop])
+            batch = [(first, last, HostPixels(images[first - start:last - start], VALUE_RANGE[im]))
+                     for first, last in pieces]
+            _write(writer, queued, noise, labels, advance)
+            queued = batch
+        _write(writer, queued, noise, labels, advance)
+
+
+def _write(writer: ShardWriter, pieces: list[tuple[int, int, HostPixels]], noise: torch.Tensor,
+           labels: torch.Tensor, advance) -> None:
+    """Samples first..last-1 of each piece, with the noise and labels they were made from."""
+    for first, last, pixels in pieces:
+        writer.add_batch([f"{i:08d}" for i in range(first, last)], labels[first:last], pixels,
+                         {"z": noise[first:last]}, first=first)
+        if advance:
+            advance(last - first)
