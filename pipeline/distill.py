@@ -1,8 +1,9 @@
 """Stage distill@<im>: train the student of one mechanism on its teacher samples, on the stage's device.
 
-Writes the student checkpoint (data/students/<im>, DVC-cached) and, where git tracks them (data/metrics/
-students/<im>), a DVCLive directory (training curves, held-out fidelity next to the trivial per-class-mean
-baseline, parameter counts) and a teacher-over-student grid of held-out samples. A killed run
+Writes the student checkpoint and its model card (data/students/<im>, DVC-cached) and, where git tracks them (data/metrics/
+students/<im>): DVCLive's metrics.json (held-out fidelity from the first evaluation on; at the end the trivial
+per-class-mean baseline and the parameter counts beside it), the curves (fidelity.tsv: the headline metric and
+the baseline per evaluation; losses.tsv) and a teacher-over-student grid of held-out samples. A killed run
 resumes from its last checkpoint when params, teacher samples and code are unchanged (`SKDCGN_RESUME=0`: start
 afresh); a diverging one stops with exit 1, naming the step and keeping that checkpoint.
 `SKDCGN_PROCESSES=N` trains on N data-parallel processes through torchrun (README: several GPUs).
@@ -18,19 +19,22 @@ from dvclive import Live
 
 from pipeline.common import (DATA, RESUME_DIR, SHOWN, exit_on_error, may_resume, resume_key, setup_torch, stage_args,
                              staging, under_torchrun)
+from pipeline.params import Params
 from skdcgn.distillation.checkpoints import save_student
 from skdcgn.distillation.data import training_data
 from skdcgn.distillation.heldout import ShardSamples, baseline_fidelity, grid_samples
 from skdcgn.distillation.loop import distill
+from skdcgn.distillation.model_card import model_card
 from skdcgn.distillation.students import ProjectionDiscriminator, StudentGenerator, count_parameters
 from skdcgn.mechanisms import CHANNELS, VALUE_RANGE
 from skdcgn.metrics.convergence import steps_to_gain
 from skdcgn.metrics.fidelity import HEADLINE
+from skdcgn.settings import TrainSettings
 from skdcgn.shards.format import decode_images
 from skdcgn.shards.reading import open_dataset
 from skdcgn.training.distributed import barrier, init_from_environment, rank_and_world
 from skdcgn.training.divergence import TrainingDiverged
-from skdcgn.utils.atomic import atomic_directory, partial_path
+from skdcgn.utils.atomic import atomic_file, partial_path
 from skdcgn.utils.grids import save_grid
 from skdcgn.utils.hashing import file_sha256
 from skdcgn.utils.seeds import stream_seed
@@ -38,24 +42,46 @@ from skdcgn.utils.seeds import stream_seed
 GRID_PER_CLASS, GRID_SAMPLES = 2, 20
 
 
-class LiveCallback:
-    """Routes the training loop's reports into DVCLive; the library itself never imports dvclive."""
+# The training losses drawn together in one plot (columns of losses.tsv, in this order); a part the objective
+# does not compute (no discriminator in a pixel-only objective) is left empty.
+LOSSES = ("generator", "pixel", "adversarial", "feature", "kl", "discriminator")
 
-    def __init__(self, live: Live):
-        self.live = live
+
+class LiveCallback:
+    """Routes the training loop's reports into DVCLive (metrics.json, rewritten at every evaluation) and into
+    the two curves `dvc plots show` draws per student, in the folder `curves`: the headline held-out fidelity
+    next to the class-mean baseline (fidelity.tsv), and the losses together (losses.tsv). The library never
+    imports dvclive."""
+
+    def __init__(self, live: Live, curves: Path, headline: str, baseline: float):
+        self.live, self.headline, self.baseline = live, headline, baseline
         self.evals: list[tuple[int, dict[str, float]]] = []
+        self.fidelity, self.losses = curves / "fidelity.tsv", curves / "losses.tsv"
+        curves.mkdir(parents=True, exist_ok=True)
+        self.fidelity.write_text("step\tstudent\tbaseline\n")
+        self.losses.write_text("\t".join(("step", *LOSSES)) + "\n")
 
     def on_log(self, step: int, values: dict[str, float]) -> None:
         self._log(step, {f"train/{name}": value for name, value in values.items()})
+        _append(self.losses, [step, *(values.get(f"loss/{name}", "") for name in LOSSES)])
 
     def on_eval(self, step: int, metrics: dict[str, float]) -> None:
         self.evals.append((step, metrics))
         self._log(step, {f"heldout/{name}": value for name, value in metrics.items()})
+        _append(self.fidelity, [step, metrics[self.headline], self.baseline])
+        # metrics.json at every evaluation, not only at the end: `dvc exp show` and `dvc metrics show` show a
+        # running experiment's latest held-out fidelity, with its step.
+        self.live.make_summary()
 
     def _log(self, step: int, values: dict[str, float]) -> None:
         self.live.step = step
         for name, value in values.items():
-            self.live.log_metric(name, value)
+            self.live.log_metric(name, value, plot=False)
+
+
+def _append(path: Path, row: list) -> None:
+    with path.open("a") as table:
+        table.write("\t".join(map(str, row)) + "\n")
 
 
 def main() -> None:
@@ -91,21 +117,34 @@ def main() -> None:
         return
     key = resume_key("distill", im, params.seed, params.loss, settings,
                      *(file_sha256(source / split / "shards.parquet") for split in ("train", "heldout")))
+    shown = SHOWN / "students" / im
     with staging(DATA / "students" / im, key, may_resume(default=True)) as out:
         barrier()
-        with Live(str(out / "live"), dvcyaml=False, save_dvc_exp=False) as live:
-            callback = LiveCallback(live)
+        # The curves and metrics go where git tracks them as they come (a resumed run replays the reports made
+        # before its checkpoint, training.state); the student stays in the DVC cache.
+        baseline = baseline_fidelity(im, train.class_mean_images(), heldout)
+        with Live(str(shown / "live"), dvcyaml=False, save_dvc_exp=False) as live:
+            callback = LiveCallback(live, shown, HEADLINE[im], baseline[HEADLINE[im]])
             run(out, callback)
-            live.summary["baseline"] = baseline = baseline_fidelity(im, train.class_mean_images(), heldout)
+            live.summary["baseline"] = baseline
             curve = [(step, metrics[HEADLINE[im]]) for step, metrics in callback.evals]
             live.summary["steps_to_95pct_gain"] = steps_to_gain(curve, baseline[HEADLINE[im]])
-            live.summary["parameters"] = {"student": count_parameters(student),
-                                          "teacher": train_set.info["teacher_parameters"]}
-        # The curves, metrics and grid go where git tracks them; the student stays in the DVC cache.
-        with atomic_directory(SHOWN / "students" / im) as shown:
-            (out / "live").rename(shown / "live")
-            save_teacher_student_grid(shown / "grid.png", student, heldout)
+            live.summary["parameters"] = parameters = {"student": count_parameters(student),
+                                                       "teacher": train_set.info["teacher_parameters"]}
+        card = model_card(student.config, teacher, (parameters["student"], parameters["teacher"]),
+                          training_summary(params, settings, train_set.num_samples), callback.evals[-1][1], baseline,
+                          HEADLINE[im])
+        (out / "MODEL_CARD.md").write_text(card)
+        with atomic_file(shown / "grid.png") as grid:
+            save_teacher_student_grid(grid, student, heldout)
         save_student(out / "student.pt", student.cpu(), teacher)
+
+
+def training_summary(params: Params, settings: TrainSettings, samples: int) -> dict:
+    """What made the student, for its model card."""
+    objective = ", ".join(f"{name} {value}" for name, value in params.loss.model_dump().items())
+    return {"steps": settings.steps, "batch_size": settings.batch_size, "lr": settings.lr, "teacher samples": samples,
+            "seed": params.seed, "objective": objective}
 
 
 @torch.no_grad()

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import dvc.api
+import dvc.exceptions
 import matplotlib
 import yaml
 
@@ -122,10 +123,14 @@ def study_runs(runs: dict[str, Run], teacher: str, studies=tuple(STUDIES)) -> di
 
 
 def curve(run: Run, im: str, read=dvc.api.read) -> list[tuple[int, float]]:
-    """(step, headline fidelity) of a run's student, from its DVCLive TSV in the DVC cache."""
-    text = read(f"data/metrics/students/{im}/live/plots/metrics/heldout/{HEADLINE[im]}.tsv", rev=run.rev)
+    """(step, headline fidelity) of a run's student, from its fidelity.tsv (step, student, baseline); a run made
+    before that file existed has the curve in a DVCLive TSV (step, value)."""
+    try:
+        text = read(f"data/metrics/students/{im}/fidelity.tsv", rev=run.rev)
+    except dvc.exceptions.PathMissingError:
+        text = read(f"data/metrics/students/{im}/live/plots/metrics/heldout/{HEADLINE[im]}.tsv", rev=run.rev)
     rows = [line.split("\t") for line in text.strip().splitlines()[1:]]
-    return [(int(step), float(value)) for step, value in rows]
+    return [(int(row[0]), float(row[1])) for row in rows]
 
 
 def steps_to_common(variant: list[tuple[int, float]], control: list[tuple[int, float]], floor: float,

@@ -1,10 +1,13 @@
+import json
 import math
 import re
 
 import pytest
 import torch
+from dvclive import Live
 from torch.optim.optimizer import register_optimizer_step_pre_hook
 
+from pipeline.distill import LiveCallback
 from skdcgn.distillation.data import PairedSamples
 from skdcgn.distillation.heldout import heldout_fidelity
 from skdcgn.distillation.loop import distill
@@ -61,6 +64,31 @@ def test_training_beats_the_untrained_student_on_heldout_masks():
     assert [step for step, _ in recorder.logs] == [10, 20, 30, 40, 50, 60]
     assert {"loss/generator", "loss/discriminator", "loss/pixel", "loss/kl"} <= set(recorder.logs[0][1])
     assert [step for step, _ in recorder.evals] == [20, 40, 60] and recorder.evals[-1][1] == final
+
+
+def test_every_evaluation_is_in_the_metrics_file_while_training_runs(tmp_path):
+    """The live view: `dvc exp show` reads metrics.json, so it must hold each evaluation as it comes."""
+    on_disk = []
+
+    class Watching(LiveCallback):
+        def on_eval(self, step, metrics):
+            super().on_eval(step, metrics)
+            on_disk.append(json.loads((tmp_path / "live" / "metrics.json").read_text()))
+
+    with Live(str(tmp_path / "live"), dvcyaml=False, save_dvc_exp=False) as live:
+        callback = Watching(live, tmp_path, "mask_iou", 0.25)
+        train(60, callback=callback)
+    assert [summary["step"] for summary in on_disk] == [20, 40, 60]
+    assert [summary["heldout"] for summary in on_disk] == [metrics for _, metrics in callback.evals]
+    assert on_disk[0]["train"]["loss"]["generator"] > 0
+    # The curves: the headline next to the baseline at each evaluation; every loss part at each log.
+    fidelity = [line.split("\t") for line in (tmp_path / "fidelity.tsv").read_text().splitlines()]
+    assert fidelity == [["step", "student", "baseline"]] + [
+        [str(step), str(metrics["mask_iou"]), "0.25"] for step, metrics in callback.evals]
+    losses = [line.split("\t") for line in (tmp_path / "losses.tsv").read_text().splitlines()]
+    assert losses[0] == ["step", "generator", "pixel", "adversarial", "feature", "kl", "discriminator"]
+    assert [row[0] for row in losses[1:]] == [str(step) for step in range(10, 61, 10)]
+    assert all(float(value) == float(value) for row in losses[1:] for value in row)  # numbers, none missing
 
 
 def test_same_seed_gives_bit_identical_students_on_cpu():

@@ -25,8 +25,8 @@ from skdcgn.shards.format import read_meta
 from skdcgn.shards.reading import open_dataset
 
 ROOT = Path(__file__).resolve().parents[1]
-PROJECT_FILES = ["skdcgn", "pipeline", "teachers", "dvc.yaml", "params.yaml", ".dvc/config", ".dvcignore",
-                 ".gitignore"]
+PROJECT_FILES = ["skdcgn", "pipeline", "teachers", "dvc.yaml", "params.yaml", ".dvc/config", ".dvc/plots",
+                 ".dvcignore", ".gitignore"]
 TINY = {
     "generate": {"per_class": 16, "heldout_per_class": 4, "shard_size": 64, "batch_size": 50},
     "train": {"steps": 12, "batch_size": 16, "log_every": 4, "eval_every": 8,
@@ -136,6 +136,23 @@ def test_metrics_show_reports_fidelity_baselines_sizes_and_accuracies(repo):
     assert set(evaluate["real_vs_counterfactual"]) == {"train_accuracy", "test_accuracy"}
 
 
+def test_each_student_is_an_artifact_with_a_model_card_whose_example_runs(repo, tmp_path):
+    """A version of a student, tagged as the README says, is fetched by `dvc artifacts get`: the checkpoint and
+    its card. The card's figures are the run's own, and its Python example runs as written, from that folder."""
+    fetched = tmp_path / "student-shape"
+    run(repo, "git", "tag", "-a", "student-shape@v1.0.0", "-m", "student-shape v1.0.0")
+    try:
+        dvc(tmp_path, "artifacts", "get", str(repo), "student-shape", "-o", str(fetched))
+    finally:
+        run(repo, "git", "tag", "-d", "student-shape@v1.0.0")
+    card = (fetched / "MODEL_CARD.md").read_text()
+    shape = metrics(repo)["data/metrics/students/shape/live/metrics.json"]
+    assert f"| mask_iou | {shape['heldout']['mask_iou']:.4g} | {shape['baseline']['mask_iou']:.4g} |" in card
+    assert f"{shape['parameters']['student']:,} parameters" in card
+    example = card.split("```python\n")[1].split("```")[0]
+    run(fetched, sys.executable, "-c", example + "\nassert images.shape == (8, 1, 32, 32), images.shape")
+
+
 def dvc_json(repo: Path, *args: str) -> dict:
     result = subprocess.run([sys.executable, "-m", "dvc", *args, "--json"], cwd=repo, env=stage_env(),
                             capture_output=True, text=True)
@@ -161,8 +178,10 @@ def test_a_fresh_clone_shows_the_committed_metrics_and_plots_without_the_cache(r
         == shape["new"]
     plots = dvc_json(clone, "plots", "show")
     assert not plots.get("errors")
-    assert {"data/metrics/students/shape/grid.png", "data/metrics/counterfactuals/grid.png",
-            "data/metrics/students/texture/live/plots/metrics/heldout/psnr.tsv"} <= set(plots["data"])
+    # Per student three plots: held-out fidelity with its baseline, the losses together, the grid.
+    assert {path for path in plots["data"] if path.startswith("data/metrics/students/texture/")} == {
+        f"data/metrics/students/texture/{name}" for name in ("fidelity.tsv", "losses.tsv", "grid.png")}
+    assert "data/metrics/counterfactuals/grid.png" in plots["data"]
     assert not (clone / "data/students").exists()  # the students themselves stay in the DVC cache
 
 
@@ -170,7 +189,7 @@ def test_plots_render(repo):
     out = repo / "plots_html"
     dvc(repo, "plots", "show", "-o", str(out))
     html = (out / "index.html").read_text()
-    assert "heldout" in html and "confusion" in html.lower()
+    assert "held-out fidelity" in html and "training losses" in html and "confusion" in html.lower()
 
 
 def test_second_repro_does_nothing(repo):

@@ -7,12 +7,13 @@ import subprocess
 import sys
 from pathlib import Path
 
+import dvc.exceptions
 import pytest
 import yaml
 from PIL import Image
 
 from pipeline.profile import merged, nested
-from pipeline.report import Run, parse_experiments, steps_to_common, variants, write_report
+from pipeline.report import Run, curve, parse_experiments, steps_to_common, variants, write_report
 from pipeline.studies import experiments, teacher_params
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -34,7 +35,8 @@ def fake_run(name: str, changes: dict, finals: dict[str, float], speed: float = 
     curves = {}
     for im, final in finals.items():
         # Rises linearly to its final value, reached at step 300 / speed.
-        curves[im] = "step\tvalue\n" + "".join(f"{s}\t{final * min(1.0, s * speed / 300)}\n" for s in SHAPE_STEPS)
+        curves[im] = "step\tstudent\tbaseline\n" + "".join(f"{s}\t{final * min(1.0, s * speed / 300)}\t0.0\n"
+                                                        for s in SHAPE_STEPS)
     return run, curves
 
 
@@ -50,12 +52,26 @@ def study_runs():
     for name, (changes, finals, speed) in specs.items():
         runs[name], curves = fake_run(name, changes, finals, speed)
         for im, text in curves.items():
-            files[(f"data/metrics/students/{im}/live/plots/metrics/heldout/"
-                   f"{'mask_iou' if im == 'shape' else 'psnr'}.tsv", runs[name].rev)] = text
+            files[(f"data/metrics/students/{im}/fidelity.tsv", runs[name].rev)] = text
         png = io.BytesIO()
         Image.new("RGB", (8, 8), (200, 0, 0)).save(png, format="PNG")
         files[("data/metrics/counterfactuals/grid.png", runs[name].rev)] = png.getvalue()
-    return runs, lambda path, rev, mode="r": files[(path, rev)]
+    return runs, reader(files)
+
+
+def reader(files: dict):
+    """dvc.api.read over `files`, (path, rev) -> content, with its error for a path a revision lacks."""
+    def read(path, rev, mode="r"):
+        if (path, rev) not in files:
+            raise dvc.exceptions.PathMissingError(path, "the repo")
+        return files[(path, rev)]
+    return read
+
+
+def test_a_run_made_before_fidelity_tsv_is_read_from_its_dvclive_curve():
+    old = {("data/metrics/students/shape/live/plots/metrics/heldout/mask_iou.tsv", "r1"): "step\tmask_iou\n10\t0.5\n"
+           "20\t0.7\n"}
+    assert curve(Run("old", "r1", DEFAULTS, {}), "shape", read=reader(old)) == [(10, 0.5), (20, 0.7)]
 
 
 def test_variants_are_found_by_their_params_not_their_names(study_runs):
