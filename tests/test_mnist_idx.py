@@ -112,7 +112,7 @@ def test_offline_download_fails_cleanly(tmp_path, monkeypatch):
     assert list(tmp_path.iterdir()) == []
 
 
-def test_download_falls_back_to_the_next_mirror(shared_split, tmp_path, monkeypatch, mirror):
+def test_download_falls_back_to_the_next_mirror(shared_split, tmp_path, monkeypatch, mirror, capsys):
     # The shared files are a cut-down split, so their md5 stands in for torchvision's full-split ones.
     resources = [(f"{name}.gz", md5_of(HALF_TEST / f"{name}.gz")) for name in MNIST_TEST_FILES]
     monkeypatch.setattr(MNIST, "mirrors", [UNREACHABLE, mirror])
@@ -120,6 +120,9 @@ def test_download_falls_back_to_the_next_mirror(shared_split, tmp_path, monkeypa
     digits, labels = load_mnist_test(tmp_path / "fresh")
     assert torch.equal(digits, shared_split[0]) and torch.equal(labels, shared_split[1])
     assert sorted(os.listdir(tmp_path / "fresh")) == sorted(f"{name}.gz" for name in MNIST_TEST_FILES)
+    # Progress in bytes, ending at the whole file.
+    size = (HALF_TEST / f"{MNIST_TEST_FILES[0]}.gz").stat().st_size
+    assert f"{MNIST_TEST_FILES[0]}.gz (bytes): {size}/{size}" in capsys.readouterr().out
 
 
 def test_md5_mismatch_leaves_no_file(tmp_path, monkeypatch, mirror):

@@ -186,3 +186,14 @@ def test_pixels_come_back_from_any_device_at_their_levels(device):
     images = decode_images(levels, VALUE_RANGE).to(device)
     pixels = HostPixels(images, VALUE_RANGE)
     assert np.array_equal(pixels.numpy(), levels.permute(0, 2, 3, 1).numpy())
+
+
+def test_reading_shows_progress_and_writing_checks_quietly(tmp_path, capsys):
+    """A reader's deep check and the decoding of a whole dataset read every byte: they report progress; the
+    writer's own shallow check stays silent."""
+    write(tmp_path / "ds")
+    assert capsys.readouterr().out == ""
+    load_dataset(tmp_path / "ds")
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].startswith("validate ds: 1/3") and lines[2].startswith("validate ds: 3/3")
+    assert lines[3].startswith("load ds: 50/50")

@@ -22,6 +22,7 @@ import torch
 from torchvision.datasets.mnist import MNIST, read_image_file, read_label_file
 
 from skdcgn.utils.atomic import atomic_file
+from skdcgn.utils.progress import Advance, progress
 
 MNIST_TEST_FILES = ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")
 DIGIT_SIZE = 28
@@ -111,15 +112,17 @@ def _download(folder: Path, gz_name: str) -> None:
     for mirror in MNIST.mirrors:
         url = f"{mirror}{gz_name}"
         try:
-            with urllib.request.urlopen(url, timeout=DOWNLOAD_TIMEOUT_S) as response:
-                _save_verified(response, folder / gz_name, md5)
+            with urllib.request.urlopen(url, timeout=DOWNLOAD_TIMEOUT_S) as response, \
+                    progress(f"download {url} (bytes)", int(response.headers.get("Content-Length") or 0),
+                             every=16 * _CHUNK_BYTES) as advance:
+                _save_verified(response, folder / gz_name, md5, advance)
             return
         except _DOWNLOAD_ERRORS as error:
             failures.append(f"{url}: {_describe(error)}")
     raise _unavailable(folder, f"download of {gz_name} failed (offline?): {'; '.join(failures)}")
 
 
-def _save_verified(source: BinaryIO, target: Path, md5: str) -> None:
+def _save_verified(source: BinaryIO, target: Path, md5: str, advance: Advance) -> None:
     """Stream to a hidden sibling and rename only once complete and md5-checked: a download cut short (network,
     Ctrl-C, md5 mismatch) never leaves a file that a later run would take for complete."""
     with atomic_file(target) as partial:
@@ -128,5 +131,6 @@ def _save_verified(source: BinaryIO, target: Path, md5: str) -> None:
             for chunk in iter(lambda: source.read(_CHUNK_BYTES), b""):
                 digest.update(chunk)
                 sink.write(chunk)
+                advance(len(chunk))
         if digest.hexdigest() != md5:
             raise RuntimeError(f"md5 {digest.hexdigest()} instead of {md5}")

@@ -19,6 +19,9 @@ import torch
 from skdcgn.shards.codec import decode_image
 from skdcgn.shards.format import CLASS_MEANS, IMAGE_MEMBERS, ShardError, read_parquet
 from skdcgn.shards.validation import validate
+from skdcgn.utils.progress import progress
+
+CHUNK = 4096  # samples decoded at a time by `load`
 
 
 @dataclass(frozen=True)
@@ -73,7 +76,11 @@ class Dataset:
 
     def load(self) -> dict:
         """The whole dataset in memory (MNIST-size): images stay uint8, so 100k samples cost 300 MB, not 1.2 GB."""
-        chunks = list(self.chunks(4096))
+        chunks = []
+        with progress(f"load {self.directory.name}", self.num_samples, every=CHUNK * 10) as advance:
+            for chunk in self.chunks(CHUNK):
+                chunks.append(chunk)
+                advance(len(chunk["key"]))
         if not chunks:
             raise ShardError(f"{self.directory}: no samples")
         return {name: sum((c[name] for c in chunks), []) if name == "key" else torch.cat([c[name] for c in chunks])

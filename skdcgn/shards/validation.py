@@ -3,11 +3,13 @@
 
 from __future__ import annotations
 
+import io
 import tarfile
 from pathlib import Path
 
 from skdcgn.shards.format import CLASS_MEANS, TAR_BLOCK, ShardError, read_meta, read_parquet
 from skdcgn.utils.hashing import file_sha256
+from skdcgn.utils.progress import progress
 
 
 def validate(directory: Path, deep: bool = True) -> dict:
@@ -24,8 +26,13 @@ def validate(directory: Path, deep: bool = True) -> dict:
     keys_by_shard: dict[str, list[str]] = {}
     for key, shard in zip(manifest.column("key").to_pylist(), manifest.column("shard").to_pylist()):
         keys_by_shard.setdefault(shard, []).append(key)
-    for row in shard_table:
-        _check_shard(directory / row["name"], row, keys_by_shard.get(row["name"], []), meta["members"], deep)
+    # Deep checks read every byte, so they show progress (a plain line every tenth of the shards); the writer's
+    # shallow check is quick and silent.
+    with progress(f"validate {directory.name}", len(shard_table), every=max(1, len(shard_table) // 10),
+                  stream=None if deep else io.StringIO()) as advance:
+        for row in shard_table:
+            _check_shard(directory / row["name"], row, keys_by_shard.get(row["name"], []), meta["members"], deep)
+            advance()
     if meta.get("class_means") and not (directory / CLASS_MEANS).is_file():
         raise ShardError(f"{directory / CLASS_MEANS}: missing (dataset.json lists class means)")
     return meta
