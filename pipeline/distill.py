@@ -3,7 +3,8 @@
 Writes the student checkpoint and its model card (data/students/<im>, DVC-cached) and, where git tracks them (data/metrics/
 students/<im>): DVCLive's metrics.json (held-out fidelity from the first evaluation on; at the end the trivial
 per-class-mean baseline and the parameter counts beside it), the curves (fidelity.tsv: the headline metric and
-the baseline per evaluation; losses.tsv) and a teacher-over-student grid of held-out samples. A killed run
+the baseline per evaluation; losses.tsv) and a grid of held-out samples (the teacher's, then the student's at
+1/8, 1/4 and 1/2 of training and at the end). A killed run
 resumes from its last checkpoint when params, teacher samples and code are unchanged (`SKDCGN_RESUME=0`: start
 afresh); a diverging one stops with exit 1, naming the step and keeping that checkpoint.
 `SKDCGN_PROCESSES=N` trains on N data-parallel processes through torchrun (README: several GPUs).
@@ -11,6 +12,7 @@ afresh); a diverging one stops with exit 1, naming the step and keeping that che
 
 from __future__ import annotations
 
+import math
 import sys
 from pathlib import Path
 
@@ -40,6 +42,9 @@ from skdcgn.utils.hashing import file_sha256
 from skdcgn.utils.seeds import stream_seed
 
 GRID_PER_CLASS, GRID_SAMPLES = 2, 20
+# grid.png: the teacher's held-out samples, then the student's images of them at the evaluation at or after each
+# of these fractions of training, then at the end: what it learns first and where it still blurs.
+GRID_AT = (0.125, 0.25, 0.5)
 
 
 # The training losses drawn together in one plot (columns of losses.tsv, in this order); a part the objective
@@ -53,8 +58,8 @@ class LiveCallback:
     next to the class-mean baseline (fidelity.tsv), and the losses together (losses.tsv). The library never
     imports dvclive."""
 
-    def __init__(self, live: Live, curves: Path, headline: str, baseline: float):
-        self.live, self.headline, self.baseline = live, headline, baseline
+    def __init__(self, live: Live, curves: Path, headline: str, baseline: float, rows: "GridRows | None" = None):
+        self.live, self.headline, self.baseline, self.rows = live, headline, baseline, rows
         self.evals: list[tuple[int, dict[str, float]]] = []
         self.fidelity, self.losses = curves / "fidelity.tsv", curves / "losses.tsv"
         curves.mkdir(parents=True, exist_ok=True)
@@ -69,6 +74,8 @@ class LiveCallback:
         self.evals.append((step, metrics))
         self._log(step, {f"heldout/{name}": value for name, value in metrics.items()})
         _append(self.fidelity, [step, metrics[self.headline], self.baseline])
+        if self.rows:
+            self.rows.keep(step)
         # metrics.json at every evaluation, not only at the end: `dvc exp show` and `dvc metrics show` show a
         # running experiment's latest held-out fidelity, with its step.
         self.live.make_summary()
@@ -77,6 +84,37 @@ class LiveCallback:
         self.live.step = step
         for name, value in values.items():
             self.live.log_metric(name, value, plot=False)
+
+
+class GridRows:
+    """The student's images of the grid's held-out samples at the steps of GRID_AT, each kept as a file in the
+    run's resume folder: a resumed run keeps those it inherits (they cannot be drawn again from a later state)."""
+
+    def __init__(self, folder: Path, student: StudentGenerator, heldout: ShardSamples, settings: TrainSettings):
+        self.folder, self.student = folder, student
+        self.z, self.y, self.teacher = grid_samples(heldout, GRID_PER_CLASS, GRID_SAMPLES)
+        every = settings.eval_every
+        self.steps = {step for fraction in GRID_AT
+                      if 0 < (step := math.ceil(fraction * settings.steps / every) * every) < settings.steps}
+        folder.mkdir(parents=True, exist_ok=True)
+
+    def keep(self, step: int) -> None:
+        path = self.folder / f"grid-{step:08d}.pt"
+        if step in self.steps and not path.exists():
+            torch.save(self.draw(), path)
+
+    @torch.no_grad()
+    def draw(self) -> torch.Tensor:
+        was_training = self.student.training
+        images = self.student.eval()(self.z, self.y).float().cpu()
+        self.student.train(was_training)
+        return images
+
+    def save(self, path: Path) -> None:
+        """Teacher, the kept rows in step order, the student now."""
+        value_range = VALUE_RANGE[self.student.config["im"]]
+        kept = [torch.load(row, weights_only=True) for row in sorted(self.folder.glob("grid-*.pt"))]
+        save_grid(path, [decode_images(self.teacher, value_range).cpu(), *kept, self.draw()], value_range)
 
 
 def _append(path: Path, row: list) -> None:
@@ -123,8 +161,9 @@ def main() -> None:
         # The curves and metrics go where git tracks them as they come (a resumed run replays the reports made
         # before its checkpoint, training.state); the student stays in the DVC cache.
         baseline = baseline_fidelity(im, train.class_mean_images(), heldout)
+        rows = GridRows(out / RESUME_DIR / "grid", student, heldout, settings)
         with Live(str(shown / "live"), dvcyaml=False, save_dvc_exp=False) as live:
-            callback = LiveCallback(live, shown, HEADLINE[im], baseline[HEADLINE[im]])
+            callback = LiveCallback(live, shown, HEADLINE[im], baseline[HEADLINE[im]], rows)
             run(out, callback)
             live.summary["baseline"] = baseline
             curve = [(step, metrics[HEADLINE[im]]) for step, metrics in callback.evals]
@@ -136,7 +175,7 @@ def main() -> None:
                           HEADLINE[im])
         (out / "MODEL_CARD.md").write_text(card)
         with atomic_file(shown / "grid.png") as grid:
-            save_teacher_student_grid(grid, student, heldout)
+            rows.save(grid)
         save_student(out / "student.pt", student.cpu(), teacher)
 
 
@@ -145,15 +184,6 @@ def training_summary(params: Params, settings: TrainSettings, samples: int) -> d
     objective = ", ".join(f"{name} {value}" for name, value in params.loss.model_dump().items())
     return {"steps": settings.steps, "batch_size": settings.batch_size, "lr": settings.lr, "teacher samples": samples,
             "seed": params.seed, "objective": objective}
-
-
-@torch.no_grad()
-def save_teacher_student_grid(path: Path, student: StudentGenerator, heldout: ShardSamples) -> None:
-    """Teacher over student, two held-out samples per class: what the student gets right and where it blurs."""
-    z, y, images = grid_samples(heldout, GRID_PER_CLASS, GRID_SAMPLES)
-    im = student.config["im"]
-    save_grid(path, [decode_images(images, VALUE_RANGE[im]).cpu(), student.eval()(z, y).float().cpu()],
-              VALUE_RANGE[im])
 
 
 if __name__ == "__main__":

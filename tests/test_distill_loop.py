@@ -5,9 +5,10 @@ import re
 import pytest
 import torch
 from dvclive import Live
+from PIL import Image
 from torch.optim.optimizer import register_optimizer_step_pre_hook
 
-from pipeline.distill import LiveCallback
+from pipeline.distill import GridRows, LiveCallback
 from skdcgn.distillation.data import PairedSamples
 from skdcgn.distillation.heldout import heldout_fidelity
 from skdcgn.distillation.loop import distill
@@ -149,6 +150,39 @@ class KillAt(Recorder):
         super().on_log(step, values)
         if step == self.step:
             raise Killed
+
+
+def train_with_grid(folder, checkpoint=None, kill_at=None) -> None:
+    """60 steps through the stage's callback and grid rows (evaluations every 10 steps: rows at 10, 20, 30)."""
+    torch.manual_seed(0)
+    student = StudentGenerator(IM, 16, 10, 32, [32, 32, 16, 8])
+    disc = ProjectionDiscriminator(1, 10, [8, 16, 32])
+    settings = TrainSettings(steps=60, batch_size=32, lr=2e-3, log_every=10, eval_every=10, checkpoint_every=20)
+    heldout = teacher_samples(100, 2)
+    rows = GridRows(folder / "rows", student, heldout, settings)
+
+    class Stage(LiveCallback):
+        def on_log(self, step, values):
+            super().on_log(step, values)
+            if step == kill_at:
+                raise Killed
+
+    with Live(str(folder / "live"), dvcyaml=False, save_dvc_exp=False) as live:
+        callback = Stage(live, folder, "mask_iou", 0.0, rows)
+        distill(student, disc, teacher_samples(320, 1), heldout, LossSettings(), settings, 0, callback, checkpoint)
+    rows.save(folder / "grid.png")
+
+
+def test_the_grid_shows_the_student_at_a_few_steps_even_across_a_resume(tmp_path):
+    train_with_grid(tmp_path / "whole")
+    assert sorted(p.name for p in (tmp_path / "whole/rows").iterdir()) == [
+        "grid-00000010.pt", "grid-00000020.pt", "grid-00000030.pt"]
+    # Teacher, three steps, the end: five rows of 32x32 cells, scaled 2x with 2-pixel gaps.
+    assert Image.open(tmp_path / "whole/grid.png").height == 2 * (5 * (32 + 2) + 2)
+    with pytest.raises(Killed):
+        train_with_grid(tmp_path / "resumed", tmp_path / "training.pt", kill_at=50)
+    train_with_grid(tmp_path / "resumed", tmp_path / "training.pt")  # from step 40: the rows before are kept
+    assert (tmp_path / "resumed/grid.png").read_bytes() == (tmp_path / "whole/grid.png").read_bytes()
 
 
 @pytest.mark.parametrize("weights", [LossSettings(), LossSettings(adversarial_weight=0, feature_weight=0)],
