@@ -9,8 +9,9 @@ Each study is a list of variants: param overrides laid over the teacher's own pa
 Variants equal across studies (every study's control is the teacher's own params) are queued once, as
 `<teacher>-baseline`; the others as `<teacher>-<variant>`. Experiments that change only compose params are queued
 last, so they restore the students of the baseline from the run-cache instead of training them again.
-Queued experiments run in a temporary copy of the repository without its git-ignored files, so paths given to
-them (teacher checkpoint, MNIST and texture folders) are made absolute here.
+Queued experiments run in a temporary copy of the repository without its git-ignored files: a path given to them
+(teacher checkpoint, MNIST and texture folders) inside the repository stays relative and is copied into the run
+(`dvc exp run -C`), so no command or report names a machine's folders; one outside it is made absolute.
 """
 
 from __future__ import annotations
@@ -54,11 +55,23 @@ def teacher_params(profile: list[str], settings: list[str], root: Path = Path(".
         if not sep:
             raise ParamError(f"-S {pair!r}: expected key=value")
         values[key] = yaml.safe_load(value)
-    return name, {key: _absolute(key, value, root) for key, value in values.items()}
+    return name, {key: _absolute_outside(key, value, root) for key, value in values.items()}
 
 
-def _absolute(key: str, value: object, root: Path) -> object:
-    return str((root / value).resolve()) if key in PATH_KEYS and value else value
+def _absolute_outside(key: str, value: object, root: Path) -> object:
+    if key not in PATH_KEYS or not value or inside(value, root):
+        return value
+    return str((root / value).resolve())
+
+
+def inside(path: object, root: Path) -> bool:
+    """Whether `path` (relative to `root`, or absolute) lies in the repository at `root`."""
+    return (root / str(path)).resolve().is_relative_to(root.resolve())
+
+
+def copied_inputs(values: dict, root: Path = Path(".")) -> list[str]:
+    """The git-ignored inputs a queued run needs copied in: the repository paths among `values`' path params."""
+    return [str(value) for key, value in values.items() if key in PATH_KEYS and value and inside(value, root)]
 
 
 def experiments(name: str, base: dict, studies: list[str], root: Path = Path(".")) -> dict[str, dict]:
@@ -85,8 +98,9 @@ def compose_only(params: dict, own: dict) -> bool:
     return all(params[group] == own[group] for group in own if group != "compose")
 
 
-def queue_commands(queued: dict[str, dict]) -> list[list[str]]:
+def queue_commands(queued: dict[str, dict], root: Path = Path(".")) -> list[list[str]]:
     return [["dvc", "exp", "run", "--queue", "-n", name,
+             *(part for path in copied_inputs(values, root) for part in ("-C", path)),
              *(part for key, value in values.items() for part in ("-S", setting(key, value)))]
             for name, values in queued.items()]
 

@@ -14,7 +14,7 @@ from PIL import Image
 
 from pipeline.profile import merged, nested
 from pipeline.report import Run, curve, parse_experiments, steps_to_common, variants, write_report
-from pipeline.studies import experiments, teacher_params
+from pipeline.studies import experiments, queue_commands, teacher_params
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULTS = yaml.safe_load((ROOT / "params.yaml").read_text())
@@ -131,8 +131,14 @@ def test_experiments_are_parsed_from_dvc_exp_show_json():
 
 
 def test_studies_queue_one_run_per_distinct_variant_baseline_first_compose_last():
-    name, base = teacher_params([], ["teacher.cgn-mnist.checkpoint=teachers/t.pth"], ROOT)
-    assert name == "synthetic" and Path(base["teacher.cgn-mnist.checkpoint"]).is_absolute()
+    name, base = teacher_params([], ["teacher.cgn-mnist.checkpoint=teachers/t.pth",
+                                     "evaluate.textures_dir=../elsewhere/textures"], ROOT)
+    # A repository path stays relative and is copied into the queued run; a path outside it is made absolute.
+    assert name == "synthetic" and base["teacher.cgn-mnist.checkpoint"] == "teachers/t.pth"
+    assert base["evaluate.textures_dir"] == str((ROOT / "../elsewhere/textures").resolve())
+    command = queue_commands({"synthetic-baseline": base}, ROOT)[0]
+    assert command[:7] == ["dvc", "exp", "run", "--queue", "-n", "synthetic-baseline", "-C"]
+    assert command[7] == "teachers/t.pth" and command.count("-C") == 1
     queued = list(experiments(name, {}, ["kl", "kl_place", "masks"], ROOT))
     assert queued[0] == "synthetic-baseline"
     assert "synthetic-kl-features" not in queued  # the same params as kl-1
