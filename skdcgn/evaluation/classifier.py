@@ -48,17 +48,18 @@ def train_classifier(images: torch.Tensor, labels: torch.Tensor, make_model: Cla
     autocast = training_autocast(torch.device(device))
     model.train()
     for epoch in range(settings.epochs):
-        loss_sum = 0.0
+        # Summed on the device: a float per batch would make a GPU wait for every batch.
+        loss_sum = torch.zeros((), dtype=torch.float64, device=device)
         for idx in torch.randperm(images.shape[0], generator=order).split(settings.batch_size):
             with autocast:
                 loss = F.cross_entropy(model(_as_input(images[idx], device)).float(), labels[idx].to(device))
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
-            loss_sum += loss.item() * idx.numel()
+            loss_sum += loss.detach().double() * idx.numel()
         scheduler.step()
         if on_epoch is not None:
-            on_epoch(epoch, loss_sum / images.shape[0])
+            on_epoch(epoch, float(loss_sum) / images.shape[0])
     return model.eval()
 
 
