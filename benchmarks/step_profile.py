@@ -53,7 +53,7 @@ def main() -> None:
                                settings.student_widths, settings.class_embedding).to(device)
     disc = ProjectionDiscriminator(CHANNELS[args.im], teacher.num_classes, settings.disc_widths).to(device)
     sizes = f"student {count_parameters(student):,} params, discriminator {count_parameters(disc):,}"
-    gan = GANStep(student, disc, params.loss, settings, device)
+    gan = GANStep(student, disc, params.loss_for(args.im), settings, device)
     batch = settings.batch_size
     lo, hi = VALUE_RANGE[args.im]
     z = torch.randn(batch, teacher.z_dims[args.im], device=device)

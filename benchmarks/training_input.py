@@ -54,7 +54,7 @@ def main() -> None:
             student = StudentGenerator(args.im, teacher.z_dims[args.im], teacher.num_classes, teacher.image_size,
                                        settings.student_widths, settings.class_embedding).to(device)
             disc = ProjectionDiscriminator(CHANNELS[args.im], teacher.num_classes, settings.disc_widths).to(device)
-            distill(student, disc, *samples, params.loss, settings, seed=0)
+            distill(student, disc, *samples, params.loss_for(args.im), settings, seed=0)
 
         samples = steps * settings.batch_size
         rates = {"from shards": samples / best_seconds(lambda: train(read()), device, args.repeats),

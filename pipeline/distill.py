@@ -31,7 +31,7 @@ from skdcgn.distillation.students import ProjectionDiscriminator, StudentGenerat
 from skdcgn.mechanisms import CHANNELS, VALUE_RANGE
 from skdcgn.metrics.convergence import steps_to_gain
 from skdcgn.metrics.fidelity import HEADLINE
-from skdcgn.settings import TrainSettings
+from skdcgn.settings import LossSettings, TrainSettings
 from skdcgn.shards.format import decode_images
 from skdcgn.shards.reading import open_dataset
 from skdcgn.training.distributed import barrier, init_from_environment, rank_and_world
@@ -124,7 +124,7 @@ def _append(path: Path, row: list) -> None:
 
 def main() -> None:
     params, im = stage_args(with_im=True)
-    settings = params.train_for(im)
+    settings, loss = params.train_for(im), params.loss_for(im)
     under_torchrun("pipeline.distill", settings.batch_size)
     device = init_from_environment(setup_torch())
     source = DATA / "teacher" / im
@@ -142,7 +142,7 @@ def main() -> None:
 
     def run(out: Path, callback: LiveCallback | None) -> None:
         try:
-            distill(student, disc, train, heldout, params.loss, settings, stream_seed(params.seed, "batches", im),
+            distill(student, disc, train, heldout, loss, settings, stream_seed(params.seed, "batches", im),
                     callback, checkpoint=out / RESUME_DIR / "training.pt")
         except TrainingDiverged as error:
             if leader:
@@ -153,7 +153,7 @@ def main() -> None:
         barrier()  # rank 0 has prepared the partial output: a resumed run's checkpoint is there to read
         run(partial_path(DATA / "students" / im), None)
         return
-    key = resume_key("distill", im, params.seed, params.loss, settings,
+    key = resume_key("distill", im, params.seed, loss, settings,
                      *(file_sha256(source / split / "shards.parquet") for split in ("train", "heldout")))
     shown = SHOWN / "students" / im
     with staging(DATA / "students" / im, key, may_resume(default=True)) as out:
@@ -171,7 +171,7 @@ def main() -> None:
             live.summary["parameters"] = parameters = {"student": count_parameters(student),
                                                        "teacher": train_set.info["teacher_parameters"]}
         card = model_card(student.config, teacher, (parameters["student"], parameters["teacher"]),
-                          training_summary(params, settings, train_set.num_samples), callback.evals[-1][1], baseline,
+                          training_summary(params, settings, loss, train_set.num_samples), callback.evals[-1][1], baseline,
                           HEADLINE[im])
         (out / "MODEL_CARD.md").write_text(card)
         with atomic_file(shown / "grid.png") as grid:
@@ -179,9 +179,9 @@ def main() -> None:
         save_student(out / "student.pt", student.cpu(), teacher)
 
 
-def training_summary(params: Params, settings: TrainSettings, samples: int) -> dict:
+def training_summary(params: Params, settings: TrainSettings, loss: LossSettings, samples: int) -> dict:
     """What made the student, for its model card."""
-    objective = ", ".join(f"{name} {value}" for name, value in params.loss.model_dump().items())
+    objective = ", ".join(f"{name} {value}" for name, value in loss.model_dump().items())
     return {"steps": settings.steps, "batch_size": settings.batch_size, "lr": settings.lr, "teacher samples": samples,
             "seed": params.seed, "objective": objective}
 

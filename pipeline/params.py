@@ -2,7 +2,7 @@
 output is touched (a typo in `loss` stops `generate` too, rather than hours later at `distill`).
 
 The schema is skdcgn.settings, section by section; here it is put together, with `ims`: per mechanism, any
-`train` key overridden, under the same rules.
+`train` key and (under `ims.<im>.loss`) any `loss` key overridden, under the same rules.
 """
 
 from __future__ import annotations
@@ -15,14 +15,14 @@ import yaml
 from pydantic import Field, create_model
 
 from skdcgn.mechanisms import IMS
-from skdcgn.settings import (ComposeSettings, EvaluateSettings, GenerateSettings, LossSettings, Settings,
-                             SettingsError, TeacherSettings, TrainOverrides, TrainSettings)
+from skdcgn.settings import (ComposeSettings, EvaluateSettings, GenerateSettings, LossSettings, MechanismOverrides,
+                             Settings, SettingsError, TeacherSettings, TrainSettings)
 
 PARAMS_FILE = Path("params.yaml")
 ParamError = SettingsError  # a refusal of params.yaml: one line naming the key path, the value and what is allowed
 
-# `ims.<im>`: every mechanism present, each with its overrides of `train` keys (none is fine).
-Ims = create_model("Ims", __base__=Settings, **{im: (TrainOverrides, ...) for im in IMS})
+# `ims.<im>`: every mechanism present, each with its overrides of `train` and `loss` keys (none is fine).
+Ims = create_model("Ims", __base__=Settings, **{im: (MechanismOverrides, ...) for im in IMS})
 
 
 class Params(Settings):
@@ -37,7 +37,11 @@ class Params(Settings):
 
     def train_for(self, im: str) -> TrainSettings:
         """`train` with the mechanism's overrides laid over it (each validated by the rule of its key)."""
-        return self.train.model_copy(update=getattr(self.ims, im).model_dump(exclude_unset=True))
+        return self.train.model_copy(update=getattr(self.ims, im).model_dump(exclude_unset=True, exclude={"loss"}))
+
+    def loss_for(self, im: str) -> LossSettings:
+        """`loss` with the mechanism's `ims.<im>.loss` overrides laid over it."""
+        return self.loss.model_copy(update=getattr(self.ims, im).loss.model_dump(exclude_unset=True))
 
 
 def parse(data: object) -> Params:

@@ -71,9 +71,21 @@ def flow(value: object) -> str:
     return yaml.safe_dump(value, default_flow_style=True).strip().removesuffix("...").strip()
 
 
-def as_arguments(values: dict[str, object]) -> str:
+def override(key: str, value: object, present: set[str]) -> str:
+    """One `-S` value: `key=value`, with Hydra's `+` before a key that params.yaml does not hold (`present`): DVC
+    refuses to set a missing key without it, and to add one that exists with it (e.g. `+ims.shape.loss.kl_weight`)."""
+    return ("" if key in present else "+") + setting(key, value)
+
+
+def params_keys(root: Path = Path(".")) -> set[str]:
+    """The dotted keys of params.yaml's values."""
+    return {key for key, _ in flat(yaml.safe_load((root / PARAMS_FILE).read_text()))}
+
+
+def as_arguments(values: dict[str, object], root: Path = Path(".")) -> str:
     """`-S key=value` pairs, unquoted: `$(python -m pipeline.profile ...)` splits words without reading quotes."""
-    return " ".join(f"-S {setting(key, value)}" for key, value in values.items())
+    present = params_keys(root)
+    return " ".join(f"-S {override(key, value, present)}" for key, value in values.items())
 
 
 def main() -> None:

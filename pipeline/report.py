@@ -30,7 +30,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 from PIL import Image  # noqa: E402
 
 from pipeline.params import PARAMS_FILE  # noqa: E402
-from pipeline.profile import flat, merged, nested, setting  # noqa: E402
+from pipeline.profile import flat, merged, nested, override, setting  # noqa: E402
 from pipeline.studies import STUDIES  # noqa: E402
 from skdcgn.mechanisms import IMS  # noqa: E402
 from skdcgn.metrics.convergence import steps_to_reach  # noqa: E402
@@ -254,7 +254,7 @@ def commands(runs: dict[str, Run], teacher: str, defaults: dict) -> list[str]:
     base = dict(flat(defaults))
     lines = []
     for _, run in study_runs(runs, teacher).values():
-        changed = [setting(k, v) for k, v in flat(run.params) if base.get(k) != v]
+        changed = [override(k, v, set(base)) for k, v in flat(run.params) if base.get(k) != v]
         lines.append(" ".join([f"dvc exp run -n {run.name}", *(f"-S {c}" for c in changed)]))
     return lines
 

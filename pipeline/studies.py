@@ -25,7 +25,7 @@ from pathlib import Path
 import yaml
 
 from pipeline.params import PARAMS_FILE, ParamError, parse
-from pipeline.profile import merged, nested, overrides, setting
+from pipeline.profile import merged, nested, override, overrides, params_keys
 from skdcgn.settings import LossSettings
 
 OBJECTIVE_OFF = {"loss.adversarial_weight": 0.0, "loss.feature_weight": 0.0, "loss.kl_weight": 0.0}
@@ -99,9 +99,10 @@ def compose_only(params: dict, own: dict) -> bool:
 
 
 def queue_commands(queued: dict[str, dict], root: Path = Path(".")) -> list[list[str]]:
+    present = params_keys(root)
     return [["dvc", "exp", "run", "--queue", "-n", name,
              *(part for path in copied_inputs(values, root) for part in ("-C", path)),
-             *(part for key, value in values.items() for part in ("-S", setting(key, value)))]
+             *(part for key, value in values.items() for part in ("-S", override(key, value, present)))]
             for name, values in queued.items()]
 
 

@@ -294,6 +294,14 @@ def _overrides_of(model: type[Settings]) -> type[Settings]:
 
 
 TrainOverrides = _overrides_of(TrainSettings)
+LossOverrides = _overrides_of(LossSettings)
+
+
+class MechanismOverrides(TrainOverrides):
+    """`ims.<im>`: any `train` key, and under `loss` any `loss` key, for this mechanism's student alone (the
+    studies found that the objective that helps the colour students does not help the shape's)."""
+
+    loss: LossOverrides = LossOverrides()
 
 
 # ---- compose, evaluate ---------------------------------------------------------------------------------------

@@ -49,6 +49,16 @@ def test_per_im_overrides_apply_only_to_their_im():
     assert params.train_for("shape").lr == params.train.lr
 
 
+def test_a_mechanism_can_have_its_own_objective():
+    data = project_params()
+    data["ims"]["shape"]["loss"] = {"adversarial_weight": 0.0, "feature_weight": 0.0}
+    params = parse(data)
+    shape, texture = params.loss_for("shape"), params.loss_for("texture")
+    assert (shape.adversarial_weight, shape.feature_weight, shape.kl_weight) == (0.0, 0.0, params.loss.kl_weight)
+    assert not shape.needs_discriminator and texture == params.loss
+    assert "loss" not in params.train_for("shape").model_dump()
+
+
 def set_key(data: dict, path: str, value) -> dict:
     *parents, last = path.split(".")
     node = data
@@ -75,6 +85,9 @@ def set_key(data: dict, path: str, value) -> dict:
     ("ims.colour", {}, "ims.colour: unknown key; allowed here: shape, texture, background"),
     ("ims.shape.steps", 0, "ims.shape.steps: 0 is out of range; allowed: int >= 1"),
     ("ims.shape.speed", 3, "ims.shape.speed: unknown key"),
+    ("ims.shape.loss", {"kl_weight": -1}, "ims.shape.loss.kl_weight: -1 is out of range; allowed: float >= 0.0"),
+    ("ims.texture.loss", {"pixel": "l3"}, "ims.texture.loss.pixel: 'l3' is not allowed; allowed: l1, l2"),
+    ("ims.texture.loss", {"temperature": 2}, "ims.texture.loss.temperature: unknown key; allowed here: pixel,"),
     ("compose.n", True, "compose.n: expected int, got True"),
     ("train.compile", 1, "train.compile: expected bool, got 1"),
     ("generate.image_format.shape", "jpeg", "generate.image_format.shape: 'jpeg' is not allowed; allowed: png"),

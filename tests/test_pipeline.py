@@ -406,6 +406,22 @@ def test_kl_weight_experiment_reruns_only_what_depends_on_it(repo):
     assert stages_run(dvc(repo, "exp", "run", "-S", "loss.kl_weight=0.0")) == set()
 
 
+def test_one_mechanisms_own_objective_reruns_only_its_student(repo):
+    """`ims.<im>.loss` overrides the objective for one student: only that student trains again, without a
+    discriminator when its objective needs none, and its model card says so."""
+    params = (repo / "params.yaml").read_text()
+    changed = stages_run(dvc(repo, "exp", "run", "-S", "+ims.shape.loss.adversarial_weight=0.0",
+                             "-S", "+ims.shape.loss.feature_weight=0.0"))
+    try:
+        assert changed == {"distill@shape", "compose", "evaluate"}
+        shape = metrics(repo)["data/metrics/students/shape/live/metrics.json"]
+        assert "discriminator" not in shape["train"]["loss"]
+        assert "adversarial_weight 0.0, feature_weight 0.0" in (repo / "data/students/shape/MODEL_CARD.md").read_text()
+    finally:
+        (repo / "params.yaml").write_text(params)
+    assert stages_run(dvc(repo, "repro")) == set()  # back to the committed params: restored from the run-cache
+
+
 # The ImageNet CGN's 1,000 classes, at 64x64 (one sample per class; 256x256 costs the CPU minutes per held-out
 # evaluation of 1,000 images: tests/test_distill_loop.py trains a 256x256 student on a few): students with five
 # widths (4x4 up to 64x64).

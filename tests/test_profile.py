@@ -22,10 +22,15 @@ def test_cgn_profile_points_at_the_variants_teacher(variant):
 
 
 def test_arguments_read_back_as_the_same_values_one_shell_word_each():
-    values = {"a.b": 5, "c": [1, 2, 16], "d": "x", "e": 0.002}
-    words = as_arguments(values).split()  # as $(...) splits them
+    values = {"train.steps": 5, "train.student_widths": [1, 2, 16], "loss.pixel": "x", "train.lr": 0.002}
+    words = as_arguments(values, ROOT).split()  # as $(...) splits them
     assert words[::2] == ["-S"] * len(values)
     assert dict((key, yaml.safe_load(value)) for key, _, value in (w.partition("=") for w in words[1::2])) == values
+
+
+def test_a_key_params_yaml_lacks_is_added_with_hydras_plus():
+    words = as_arguments({"ims.shape.loss.kl_weight": 1.0, "ims.shape.steps": 10}, ROOT).split()
+    assert words == ["-S", "+ims.shape.loss.kl_weight=1.0", "-S", "ims.shape.steps=10"]
 
 
 @pytest.mark.parametrize("name, size", [("cgn-imagenet", 256), ("cgn-imagenet-128", 128)])
