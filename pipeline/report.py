@@ -12,12 +12,13 @@ Markdown and PNG, so it reads on GitHub without DVC.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import io
 import json
-import operator
+import statistics
 import subprocess
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import dvc.api
@@ -43,30 +44,62 @@ MASK_STUDY, DENOISE_STUDY = "masks", "denoise"
 # SKDCGN paper, Table 1: real-vs-counterfactual classifier, train / test accuracy in %.
 PAPER_TABLE1 = {"noise": (99.9, 14.96), "rotation": (99.1, 13.51), "transparency": (94.7, 58.86)}
 UNITS = {"mask_iou": "IoU", "psnr": "PSNR dB"}
+STUDENT, EVALUATE, REFERENCE = ("data/metrics/students/{im}/live/metrics.json", "data/evaluate/metrics.json",
+                                "data/reference/metrics.json")
 DIGITS = {"mask_iou": 3, "psnr": 2}
 
 
 @dataclass(frozen=True)
 class Run:
+    """One experiment, or the runs of one variant over several seeds pooled: then `metrics` holds their means,
+    `spread` their sample standard deviations, and `members` the runs themselves (ordered by seed)."""
+
     name: str
     rev: str
     params: dict
     metrics: dict  # metrics file -> its (nested) values
     created: str = ""  # ISO timestamp: the newest run wins where several match
+    members: tuple = ()
+    spread: dict = field(default_factory=dict)
+
+    @property
+    def runs(self) -> tuple:
+        """The single runs behind this one: its members, or itself."""
+        return self.members or (self,)
 
     def student(self, im: str) -> dict:
-        return self.metrics.get(f"data/metrics/students/{im}/live/metrics.json", {})
+        return self.metrics.get(STUDENT.format(im=im), {})
 
     def final(self, im: str) -> float | None:
         return self.student(im).get("heldout", {}).get(HEADLINE[im])
 
-    @property
-    def evaluate(self) -> dict:
-        return self.metrics.get("data/evaluate/metrics.json", {})
 
-    @property
-    def reference(self) -> dict:
-        return self.metrics.get("data/reference/metrics.json", {})
+def pooled(runs: list[Run]) -> Run:
+    """Runs of one variant that differ in their seed alone, as one Run of their means and spreads."""
+    if len(runs) == 1:
+        return runs[0]
+    trees = [run.metrics for run in runs]
+    return dataclasses.replace(runs[0], metrics=_leafwise(statistics.fmean, trees),
+                               spread=_leafwise(statistics.stdev, trees), members=tuple(runs),
+                               created=max(run.created for run in runs))
+
+
+def _leafwise(reduce, trees: list[dict]) -> dict:
+    """`reduce` over the numbers found at the same place in every tree; other leaves are left out."""
+    out = {}
+    for key, value in trees[0].items():
+        values = [tree.get(key) for tree in trees]
+        if all(isinstance(v, dict) for v in values):
+            out[key] = _leafwise(reduce, values)
+        elif all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values):
+            out[key] = reduce(values)
+    return out
+
+
+def _leaf(tree: dict, *keys: str):
+    for key in keys:
+        tree = tree.get(key, {}) if isinstance(tree, dict) else {}
+    return tree if isinstance(tree, (int, float)) else None
 
 
 def parse_experiments(shown: list[dict]) -> dict[str, Run]:
@@ -97,23 +130,37 @@ def show_experiments() -> dict[str, Run]:
 
 
 def variants(runs: dict[str, Run], teacher: str, study: str) -> dict[str, Run]:
-    """Variant -> the newest run of `teacher` with that variant's params; variants never run are left out."""
+    """Variant -> the runs of `teacher` with that variant's params, pooled over seeds (the newest run of each
+    seed); variants never run are left out."""
     baseline = runs[f"{teacher}-baseline"]
-    own = sorted((run for name, run in runs.items() if name.startswith(f"{teacher}-")),
-                 key=lambda run: run.created, reverse=True)
     found = {}
     for variant, changes in STUDIES[study].items():
-        wanted = merged(baseline.params, nested(changes))
-        match = baseline if wanted == baseline.params else next((r for r in own if r.params == wanted), None)
+        match = seed_group(runs, teacher, merged(baseline.params, nested(changes)))
         if match:
             found[variant] = match
     return found
 
 
+def seed_group(runs: dict[str, Run], teacher: str, params: dict) -> Run | None:
+    """The runs of `teacher` whose params are `params` but for the seed, newest per seed, pooled."""
+    own = sorted((run for name, run in runs.items() if name.startswith(f"{teacher}-")),
+                 key=lambda run: run.created, reverse=True)
+    by_seed: dict[int, Run] = {}
+    for run in own:
+        if _but_seed(run.params) == _but_seed(params):
+            by_seed.setdefault(run.params.get("seed", 0), run)
+    return pooled([by_seed[seed] for seed in sorted(by_seed)]) if by_seed else None
+
+
+def _but_seed(params: dict) -> dict:
+    return {key: value for key, value in params.items() if key != "seed"}
+
+
 def study_runs(runs: dict[str, Run], teacher: str, studies=tuple(STUDIES)) -> dict[str, tuple[str, Run]]:
     """Label -> (study, run) of every distinct run the report shows for `teacher`, the baseline first."""
-    shown = {"baseline": ("", runs[f"{teacher}-baseline"])}
-    revs = {runs[f"{teacher}-baseline"].rev}
+    baseline = seed_group(runs, teacher, runs[f"{teacher}-baseline"].params)
+    shown = {"baseline": ("", baseline)}
+    revs = {baseline.rev}
     for study in studies:
         for variant, run in variants(runs, teacher, study).items():
             if run.rev not in revs:
@@ -138,17 +185,53 @@ def steps_to_common(variant: list[tuple[int, float]], control: list[tuple[int, f
     """Steps each run needs to win `fraction` of the gain from the class-mean `floor` to the lower of their two
     final values: one target that both reached, so "converges faster" compares like with like, and not so close
     to the end that a last wobble decides."""
-    target = floor + fraction * (min(variant[-1][1], control[-1][1]) - floor)
+    target = common_target(variant, control, floor, fraction)
     return steps_to_reach(variant, target), steps_to_reach(control, target)
 
 
+def common_target(variant: list[tuple[int, float]], control: list[tuple[int, float]], floor: float,
+                  fraction: float = 0.95) -> float:
+    return floor + fraction * (min(variant[-1][1], control[-1][1]) - floor)
+
+
+def mean_curve(curves: list[list[tuple[int, float]]]) -> list[tuple[int, float]]:
+    """The seeds' curves (evaluated at the same steps) averaged step by step."""
+    return [(points[0][0], statistics.fmean(value for _, value in points)) for points in zip(*curves)]
+
+
+def _floor(run: Run, im: str) -> float:
+    return run.student(im)["baseline"][HEADLINE[im]]
+
+
 def _common_steps(run: Run, control: Run, im: str, curves: dict) -> tuple[int, int]:
-    floor = control.student(im)["baseline"][HEADLINE[im]]
-    return steps_to_common(curves[run.rev][im], curves[control.rev][im], floor)
+    """Steps of the seed-mean curves of `run` and `control` to their common target."""
+    return steps_to_common(mean_curve(curves[run.rev][im]), mean_curve(curves[control.rev][im]), _floor(control, im))
+
+
+def _steps_per_seed(run: Run, control: Run, im: str, curves: dict) -> tuple[list[int], list[int]]:
+    """Each seed's steps to the common target of the seed-mean curves: the spread of the convergence figure."""
+    target = common_target(mean_curve(curves[run.rev][im]), mean_curve(curves[control.rev][im]), _floor(control, im))
+    return ([steps_to_reach(c, target) for c in curves[run.rev][im]],
+            [steps_to_reach(c, target) for c in curves[control.rev][im]])
+
+
+def below(a: list[float], b: list[float]) -> bool:
+    """Whether `a` lies below `b` by more than the seed spread: its mean plus one standard deviation under `b`'s
+    mean minus one (a single seed has no spread, so any difference counts)."""
+    def spread(values):
+        return statistics.stdev(values) if len(values) > 1 else 0.0
+    return statistics.fmean(a) + spread(a) < statistics.fmean(b) - spread(b)
 
 
 def _number(value: float | None, digits: int = 3) -> str:
     return "n/a" if value is None else f"{value:,.{digits}f}"
+
+
+def _cell(run: Run, file: str, *keys: str, digits: int = 3) -> str:
+    """A metric of `run`: its mean over seeds, then ± the standard deviation when several seeds ran."""
+    spread = _leaf(run.spread, file, *keys)
+    return _number(_leaf(run.metrics, file, *keys), digits) + (
+        f" ± {spread:,.{digits}f}" if run.members and spread is not None else "")
 
 
 def _changes(study: str, variant: str) -> str:
@@ -162,14 +245,13 @@ def loss_tables(runs: dict[str, Run], teacher: str, curves: dict) -> list[str]:
     rows = [(variant, _changes(study, variant) if study else "(the teacher's own params)", run)
             for variant, (study, run) in study_runs(runs, teacher, LOSS_STUDIES).items()]
     head = [f"{im} {UNITS[HEADLINE[im]]} (steps to 95 %)" for im in IMS]
-    lines = ["| variant | overrides | " + " | ".join(head) + " | OOD accuracy | student / teacher |",
-             "|---" * (len(head) + 4) + "|"]
+    lines = ["| variant | overrides | seeds | " + " | ".join(head) + " | OOD accuracy | student / teacher |",
+             "|---" * (len(head) + 5) + "|"]
     for variant, changes, run in rows:
-        cells = [f"{_number(run.final(im), DIGITS[HEADLINE[im]])} ({run.student(im).get('steps_to_95pct_gain', 'n/a')})"
-                 for im in IMS]
-        accuracy = run.evaluate.get("student", {}).get("accuracy")
-        lines.append(f"| {variant} | `{changes}` | " + " | ".join(cells)
-                     + f" | {_number(accuracy)} | {_number(run.evaluate.get('student_over_teacher'))} |")
+        cells = [f"{_cell(run, STUDENT.format(im=im), 'heldout', HEADLINE[im], digits=DIGITS[HEADLINE[im]])} "
+                 f"({_number(_leaf(run.metrics, STUDENT.format(im=im), 'steps_to_95pct_gain'), 0)})" for im in IMS]
+        lines.append(f"| {variant} | `{changes}` | {len(run.runs)} | " + " | ".join(cells)
+                     + f" | {_cell(run, EVALUATE, 'student', 'accuracy')} | {_cell(run, EVALUATE, 'student_over_teacher')} |")
     lines += ["", "Steps to 95 % of the gain over the class-mean baseline up to the lower of the two final values, "
               "variant / baseline (fewer = converges faster):", "",
               "| variant | " + " | ".join(IMS) + " |", "|---" * (len(IMS) + 1) + "|"]
@@ -186,14 +268,15 @@ def verdicts(runs: dict[str, Run], teacher: str, curves: dict) -> list[str]:
     kl = kl_runs.get("kl-1")
     if kl and kl.rev != baseline.rev:
         control = kl_runs.get("kl-0", baseline)
-        faster = [im for im in IMS if operator.lt(*_common_steps(kl, control, im, curves))]
+        faster = [im for im in IMS if below(*_steps_per_seed(kl, control, im, curves))]
         lines.append(f"- *KL helps the students converge*: with kl_weight 1 (on {kl.params['loss']['kl_on']}) "
                      f"{len(faster)} of 3 students "
                      f"reach the common target in fewer steps ({', '.join(faster) or 'none'}): "
                      f"{'held' if len(faster) >= 2 else 'not held'}.")
     pixel = variants(runs, teacher, "pixel")
     if {"l1", "l2"} <= set(pixel):
-        worse = [im for im in IMS if pixel["l2"].final(im) < pixel["l1"].final(im)]
+        worse = [im for im in IMS if below([run.final(im) for run in pixel["l2"].runs],
+                                           [run.final(im) for run in pixel["l1"].runs])]
         lines.append(f"- *L2 is worse than L1*: L2 ends lower on {len(worse)} of 3 students "
                      f"({', '.join(worse) or 'none'}): {'held' if len(worse) >= 2 else 'not held'}.")
     return lines
@@ -204,11 +287,12 @@ def mask_table(runs: dict[str, Run], teacher: str) -> list[str]:
     lines = ["| mask change | overrides | real vs CF train | real vs CF test | paper train / test (%) "
              "| OOD accuracy | same-colour accuracy |", "|---" * 7 + "|"]
     for variant, run in variants(runs, teacher, MASK_STUDY).items():
-        realism, student = run.evaluate.get("real_vs_counterfactual", {}), run.evaluate.get("student", {})
         paper = " / ".join(map(str, PAPER_TABLE1[variant])) if variant in PAPER_TABLE1 else ""
-        lines.append(f"| {variant} | `{_changes(MASK_STUDY, variant)}` | {_number(realism.get('train_accuracy'))} "
-                     f"| {_number(realism.get('test_accuracy'))} | {paper} | {_number(student.get('accuracy'))} "
-                     f"| {_number(student.get('accuracy_same_colour'))} |")
+        lines.append(f"| {variant} | `{_changes(MASK_STUDY, variant)}` "
+                     f"| {_cell(run, EVALUATE, 'real_vs_counterfactual', 'train_accuracy')} "
+                     f"| {_cell(run, EVALUATE, 'real_vs_counterfactual', 'test_accuracy')} | {paper} "
+                     f"| {_cell(run, EVALUATE, 'student', 'accuracy')} "
+                     f"| {_cell(run, EVALUATE, 'student', 'accuracy_same_colour')} |")
     return lines
 
 
@@ -216,9 +300,8 @@ def denoise_table(runs: dict[str, Run], teacher: str) -> list[str]:
     lines = ["| masks | teacher CFs: OOD accuracy | student CFs: OOD accuracy | student / teacher |",
              "|---" * 4 + "|"]
     for variant, run in variants(runs, teacher, DENOISE_STUDY).items():
-        lines.append(f"| {variant} | {_number(run.reference.get('teacher', {}).get('accuracy'))} "
-                     f"| {_number(run.evaluate.get('student', {}).get('accuracy'))} "
-                     f"| {_number(run.evaluate.get('student_over_teacher'))} |")
+        lines.append(f"| {variant} | {_cell(run, REFERENCE, 'teacher', 'accuracy')} "
+                     f"| {_cell(run, EVALUATE, 'student', 'accuracy')} | {_cell(run, EVALUATE, 'student_over_teacher')} |")
     return lines
 
 
@@ -261,8 +344,9 @@ def commands(runs: dict[str, Run], teacher: str, defaults: dict) -> list[str]:
 
 def teacher_section(runs: dict[str, Run], teacher: str, out: Path, defaults: dict, read=dvc.api.read) -> list[str]:
     trained = {label: run for label, (_, run) in study_runs(runs, teacher, LOSS_STUDIES).items()}
-    curves = {run.rev: {im: curve(run, im, read) for im in IMS} for run in trained.values()}
-    named = {label: curves[run.rev] for label, run in trained.items()}
+    curves = {run.rev: {im: [curve(member, im, read) for member in run.runs] for im in IMS}
+              for run in trained.values()}
+    named = {label: {im: mean_curve(curves[run.rev][im]) for im in IMS} for label, run in trained.items()}
     figures = out / "figures"
     figures.mkdir(parents=True, exist_ok=True)
     plot_curves(figures / f"{teacher}-curves.png", named)
@@ -292,7 +376,10 @@ def write_report(runs: dict[str, Run], teachers: list[str], out: Path, defaults:
     lines = ["# SKDCGN studies", "", "Generated by `python -m pipeline.report` from the DVC experiments queued by "
              "`python -m pipeline.studies` (README: Studies). Fidelity: mask IoU for shape, PSNR for texture and "
              "background; steps to 95 %: the first evaluation (every `train.eval_every` steps) at which a student "
-             "had won 95 % of its final gain over the class-mean baseline.", ""]
+             "had won 95 % of its final gain over the class-mean baseline. Where a variant ran at several seeds "
+             "(`python -m pipeline.studies --seeds N`), a figure is the mean ± the standard deviation over its seeds "
+             "(steps: of the mean curve), and a verdict counts a difference only where the two ranges of mean ± one "
+             "standard deviation do not overlap; at one seed there is no spread, and any difference counts.", ""]
     for teacher in teachers:
         lines += teacher_section(runs, teacher, out, defaults, read)
     # A failed run leaves the last whole report, never half of a new one.

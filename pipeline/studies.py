@@ -3,6 +3,7 @@
     python -m pipeline.studies                                   # every study on the default (synthetic) teacher
     python -m pipeline.studies --profile cgn-mnist double_colored -S evaluate.mnist_dir=../shared/data/mnist-test-half
     python -m pipeline.studies --study kl --study masks --dry-run
+    python -m pipeline.studies --study pixel --seeds 3                # each variant at seeds 0, 1, 2
     dvc queue start -j 2                                         # then: python -m pipeline.report
 
 Each study is a list of variants: param overrides laid over the teacher's own params (its profile and `-S`).
@@ -74,11 +75,13 @@ def copied_inputs(values: dict, root: Path = Path(".")) -> list[str]:
     return [str(value) for key, value in values.items() if key in PATH_KEYS and value and inside(value, root)]
 
 
-def experiments(name: str, base: dict, studies: list[str], root: Path = Path(".")) -> dict[str, dict]:
-    """Experiment name -> its full dotted overrides, one per distinct variant, training runs first.
+def experiments(name: str, base: dict, studies: list[str], root: Path = Path("."), seeds: int = 1) -> dict[str, dict]:
+    """Experiment name -> its full dotted overrides, one per distinct variant and seed, training runs first.
 
-    A variant whose overrides leave the teacher's params as they are is the baseline. Each variant's merged params
-    are checked against the schema, so a bad study fails here, before anything is queued."""
+    A variant whose overrides leave the teacher's params as they are is the baseline. With `seeds` > 1 each
+    variant also runs with the next seeds (`seed` + 1, ...), named `<experiment>-seed<k>`: the report pools them
+    into a mean and a spread. Each variant's merged params are checked against the schema, so a bad study fails
+    here, before anything is queued."""
     defaults = yaml.safe_load((root / PARAMS_FILE).read_text())
     own = merged(defaults, nested(base))
     queued: dict[str, tuple[int, dict]] = {f"{name}-baseline": (0, base)}
@@ -90,7 +93,9 @@ def experiments(name: str, base: dict, studies: list[str], root: Path = Path("."
             if params not in seen:  # e.g. kl-1 and kl-features: one run
                 seen.append(params)
                 queued[f"{name}-{variant}"] = (1 + compose_only(params, own), {**base, **changes})
-    return {label: values for label, (_, values) in sorted(queued.items(), key=lambda item: item[1][0])}
+    first = int(own.get("seed", 0))
+    return {label + (f"-seed{k}" if k else ""): ({**values, "seed": first + k} if k else values)
+            for label, (_, values) in sorted(queued.items(), key=lambda item: item[1][0]) for k in range(seeds)}
 
 
 def compose_only(params: dict, own: dict) -> bool:
@@ -111,11 +116,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--profile", nargs="+", default=[], metavar="NAME", help="profile and variant")
     parser.add_argument("--study", action="append", choices=sorted(STUDIES), help="default: all of them")
     parser.add_argument("-S", dest="settings", action="append", default=[], metavar="KEY=VALUE")
+    parser.add_argument("--seeds", type=int, default=1, choices=range(1, 11), metavar="N",
+                        help="runs per variant, seeds seed .. seed+N-1 (the report gives mean and spread)")
     parser.add_argument("--dry-run", action="store_true", help="print the commands, queue nothing")
     args = parser.parse_args(argv)
     try:
         name, base = teacher_params(args.profile, args.settings)
-        commands = queue_commands(experiments(name, base, args.study or list(STUDIES)))
+        commands = queue_commands(experiments(name, base, args.study or list(STUDIES), seeds=args.seeds))
     except ParamError as error:
         print(f"error: {error}", file=sys.stderr)
         raise SystemExit(2) from None

@@ -53,10 +53,14 @@ def study_runs():
         runs[name], curves = fake_run(name, changes, finals, speed)
         for im, text in curves.items():
             files[(f"data/metrics/students/{im}/fidelity.tsv", runs[name].rev)] = text
-        png = io.BytesIO()
-        Image.new("RGB", (8, 8), (200, 0, 0)).save(png, format="PNG")
-        files[("data/metrics/counterfactuals/grid.png", runs[name].rev)] = png.getvalue()
+        files[("data/metrics/counterfactuals/grid.png", runs[name].rev)] = png_bytes()
     return runs, reader(files)
+
+
+def png_bytes() -> bytes:
+    png = io.BytesIO()
+    Image.new("RGB", (8, 8), (200, 0, 0)).save(png, format="PNG")
+    return png.getvalue()
 
 
 def reader(files: dict):
@@ -89,7 +93,7 @@ def test_report_gives_tables_verdicts_and_figures(study_runs, tmp_path):
     runs, read = study_runs
     path = write_report(runs, ["synthetic"], tmp_path, DEFAULTS, read)
     text = path.read_text()
-    assert "| kl-1 | `loss.kl_weight=1.0` | 0.820 (200) | 36.50 (200) | 48.00 (200) |" in text
+    assert "| kl-1 | `loss.kl_weight=1.0` | 1 | 0.820 (200) | 36.50 (200) | 48.00 (200) |" in text
     # kl-1 reaches the common target sooner on all three students; L2 ends lower on shape and texture only.
     assert "3 of 3 students reach the common target in fewer steps" in text and ": held." in text
     assert "L2 ends lower on 2 of 3 students (shape, texture): held." in text
@@ -97,6 +101,26 @@ def test_report_gives_tables_verdicts_and_figures(study_runs, tmp_path):
     assert "dvc exp run -n synthetic-l2 -S loss.pixel=l2" in text
     for figure in ("synthetic-curves.png", "synthetic-masks.png"):
         assert Image.open(tmp_path / "figures" / figure).size[0] > 300
+
+
+def test_over_seeds_the_report_gives_mean_and_spread_and_calls_only_differences_beyond_it(tmp_path):
+    """Three seeds per variant: each figure is a mean ± standard deviation, and L2 counts as worse only where
+    its runs lie below L1's by more than the spread (shape and background; texture is lower on average, by less
+    than its spread)."""
+    finals = {"baseline": ({}, [(0.80, 36.2, 49.0), (0.82, 36.3, 49.1), (0.84, 36.4, 49.2)]),
+              "l2": ({"loss.pixel": "l2"}, [(0.70, 35.9, 47.0), (0.71, 36.2, 47.1), (0.72, 36.5, 47.2)])}
+    runs, files = {}, {}
+    for variant, (changes, per_seed) in finals.items():
+        for seed, (shape, texture, background) in enumerate(per_seed):
+            name = f"synthetic-{variant}" + (f"-seed{seed}" if seed else "")
+            runs[name], curves = fake_run(name, {**changes, "seed": seed},
+                                          {"shape": shape, "texture": texture, "background": background})
+            files.update({(f"data/metrics/students/{im}/fidelity.tsv", runs[name].rev): text
+                          for im, text in curves.items()})
+            files[("data/metrics/counterfactuals/grid.png", runs[name].rev)] = png_bytes()
+    text = write_report(runs, ["synthetic"], tmp_path, DEFAULTS, reader(files)).read_text()
+    assert "| baseline | `(the teacher's own params)` | 3 | 0.820 ± 0.020 (200) | 36.30 ± 0.10 (200) |" in text
+    assert "L2 ends lower on 2 of 3 students (shape, background): held." in text
 
 
 def test_a_teacher_without_baseline_is_refused_in_one_line(study_runs, tmp_path):
@@ -143,6 +167,14 @@ def test_studies_queue_one_run_per_distinct_variant_baseline_first_compose_last(
     assert queued[0] == "synthetic-baseline"
     assert "synthetic-kl-features" not in queued  # the same params as kl-1
     assert queued[-3:] == ["synthetic-noise", "synthetic-rotation", "synthetic-transparency"]
+
+
+def test_each_variant_is_queued_at_every_seed_compose_only_variants_still_last():
+    queued = experiments("synthetic", {}, ["pixel", "masks"], ROOT, seeds=3)
+    assert list(queued)[:3] == ["synthetic-baseline", "synthetic-baseline-seed1", "synthetic-baseline-seed2"]
+    assert [queued[f"synthetic-l2{suffix}"].get("seed") for suffix in ("", "-seed1", "-seed2")] == [None, 1, 2]
+    assert list(queued)[-3:] == ["synthetic-transparency", "synthetic-transparency-seed1",
+                                 "synthetic-transparency-seed2"]
 
 
 def test_a_bad_study_setting_fails_in_one_line_before_anything_is_queued():
