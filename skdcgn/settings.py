@@ -339,6 +339,9 @@ class ComposeSettings(Settings):
     mask_noise_std: NonNegative = 0.0
     mask_rotation: Degrees = 0.0
     mask_transparency: Fraction = 0.0
+    # The teacher's masks in reference, m -> (1 - t) m: the SKDCGN paper's claim (e) is about a transparent mask
+    # on the teacher's counterfactuals, which the students' `mask_transparency` does not touch.
+    teacher_mask_transparency: Fraction = 0.0
 
     def mask_changes(self) -> MaskChanges:
         """The students' masks: denoised when asked, then the shape study's changes."""
@@ -346,8 +349,9 @@ class ComposeSettings(Settings):
                            transparency=self.mask_transparency)
 
     def teacher_mask_changes(self) -> MaskChanges:
-        """The teacher's masks (stage reference): denoised when asked; the study changes only the students'."""
-        return MaskChanges(denoise=self.mask_denoise)
+        """The teacher's masks (stage reference): denoised when asked, made transparent when asked; the shape
+        study's noise and rotation change only the students'."""
+        return MaskChanges(denoise=self.mask_denoise, transparency=self.teacher_mask_transparency)
 
 
 class EvaluateSettings(Settings):

@@ -8,7 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from pipeline.params import ParamError, Params, load, parse
-from skdcgn.settings import Settings, TeacherSettings
+from skdcgn.settings import ComposeSettings, MaskChanges, Settings, TeacherSettings
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -205,3 +205,11 @@ def test_an_unknown_key_next_to_any_known_one_is_named(path, key):
        path=st.sampled_from(["train.lr", "loss.kl_weight", "evaluate.gamma", "ims.texture.lr"]))
 def test_non_finite_floats_are_refused(path, value):
     assert "allowed: a finite float" in refusal_or_none(set_key(project_params(), path, value))
+
+
+def test_the_teachers_masks_change_by_their_own_transparency_alone():
+    """Claim (e) makes the teacher's masks transparent; the shape study's changes stay the students'."""
+    compose = ComposeSettings(mask_transparency=0.5, mask_rotation=30.0, teacher_mask_transparency=0.25,
+                              mask_denoise=True)
+    assert compose.teacher_mask_changes() == MaskChanges(denoise=True, transparency=0.25)
+    assert (compose.mask_changes().transparency, compose.mask_changes().rotation) == (0.5, 30.0)

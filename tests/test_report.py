@@ -21,7 +21,8 @@ DEFAULTS = yaml.safe_load((ROOT / "params.yaml").read_text())
 SHAPE_STEPS = (100, 200, 300)
 
 
-def fake_run(name: str, changes: dict, finals: dict[str, float], speed: float = 1.0) -> tuple[Run, dict]:
+def fake_run(name: str, changes: dict, finals: dict[str, float], speed: float = 1.0,
+             teacher_accuracy: float = 0.9) -> tuple[Run, dict]:
     """A run with `changes` over the defaults, its students ending at `finals`; `speed` > 1 gets there sooner."""
     metrics = {f"data/metrics/students/{im}/live/metrics.json": {"heldout": {key: value}, "baseline": {key: 0.0},
                                                          "steps_to_95pct_gain": 200}
@@ -30,7 +31,7 @@ def fake_run(name: str, changes: dict, finals: dict[str, float], speed: float = 
     metrics["data/evaluate/metrics.json"] = {"student": {"accuracy": 0.9, "accuracy_same_colour": 0.2},
                                              "student_over_teacher": 1.0,
                                              "real_vs_counterfactual": {"train_accuracy": 0.6, "test_accuracy": 0.55}}
-    metrics["data/reference/metrics.json"] = {"teacher": {"accuracy": 0.9}}
+    metrics["data/reference/metrics.json"] = {"teacher": {"accuracy": teacher_accuracy}}
     run = Run(name, f"rev-{name}", merged(DEFAULTS, nested(changes)), metrics)
     curves = {}
     for im, final in finals.items():
@@ -121,6 +122,29 @@ def test_over_seeds_the_report_gives_mean_and_spread_and_calls_only_differences_
     text = write_report(runs, ["synthetic"], tmp_path, DEFAULTS, reader(files)).read_text()
     assert "| baseline | `(the teacher's own params)` | 3 | 0.820 ± 0.020 (200) | 36.30 ± 0.10 (200) |" in text
     assert "L2 ends lower on 2 of 3 students (shape, background): held." in text
+
+
+def test_claim_e_is_held_only_for_a_transparency_above_the_opaque_masks_beyond_the_spread(tmp_path):
+    accuracies = {"baseline": ({}, [0.77, 0.78, 0.79]),
+                  "transparent-0.25": ({"compose.mask_transparency": 0.25, "compose.teacher_mask_transparency": 0.25},
+                                       [0.80, 0.81, 0.82]),
+                  "transparent-0.75": ({"compose.mask_transparency": 0.75, "compose.teacher_mask_transparency": 0.75},
+                                       [0.76, 0.79, 0.82])}
+    runs, files = {}, {}
+    for variant, (changes, per_seed) in accuracies.items():
+        for seed, accuracy in enumerate(per_seed):
+            name = f"synthetic-{variant}" + (f"-seed{seed}" if seed else "")
+            runs[name], curves = fake_run(name, {**changes, "seed": seed},
+                                          {"shape": 0.8, "texture": 36.0, "background": 49.0},
+                                          teacher_accuracy=accuracy)
+            files.update({(f"data/metrics/students/{im}/fidelity.tsv", runs[name].rev): text
+                          for im, text in curves.items()})
+            files[("data/metrics/counterfactuals/grid.png", runs[name].rev)] = png_bytes()
+    text = write_report(runs, ["synthetic"], tmp_path, DEFAULTS, reader(files)).read_text()
+    assert "| transparent-0.25 | `compose.mask_transparency=0.25, compose.teacher_mask_transparency=0.25` | 3 " \
+           "| 0.810 ± 0.010 |" in text
+    # 0.75 is higher on average (0.790 vs 0.780) but within its spread: only 0.25 counts.
+    assert "beyond the seed spread for transparent-0.25: held." in text
 
 
 def test_a_teacher_without_baseline_is_refused_in_one_line(study_runs, tmp_path):
