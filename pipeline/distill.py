@@ -1,10 +1,10 @@
 """Stage distill@<im>: train the student of one mechanism on its teacher samples, on the stage's device.
 
-Writes the student checkpoint and its model card (data/students/<im>, DVC-cached) and, where git tracks them (data/metrics/
-students/<im>): DVCLive's metrics.json (held-out fidelity from the first evaluation on; at the end the trivial
-per-class-mean baseline and the parameter counts beside it), the curves (fidelity.tsv: the headline metric and
-the baseline per evaluation; losses.tsv) and a grid of held-out samples (the teacher's, then the student's at
-1/8, 1/4 and 1/2 of training and at the end). A killed run
+Writes the student checkpoint and its model card (data/students/<im>, DVC-cached) and, where git tracks them
+(data/metrics/students/<im>): DVCLive's metrics.json (held-out fidelity from the first evaluation on; at the end
+the trivial per-class-mean baseline and the parameter counts beside it), the curves (fidelity.tsv: the headline
+metric and the baseline per evaluation; losses.tsv) and a grid of held-out samples (the teacher's, then the
+student's at 1/8, 1/4 and 1/2 of training and at the end). A killed run
 resumes from its last checkpoint when params, teacher samples and code are unchanged (`SKDCGN_RESUME=0`: start
 afresh); a diverging one stops with exit 1, naming the step and keeping that checkpoint.
 `SKDCGN_PROCESSES=N` trains on N data-parallel processes through torchrun (README: several GPUs).
@@ -170,9 +170,9 @@ def main() -> None:
             live.summary["steps_to_95pct_gain"] = steps_to_gain(curve, baseline[HEADLINE[im]])
             live.summary["parameters"] = parameters = {"student": count_parameters(student),
                                                        "teacher": train_set.info["teacher_parameters"]}
-        card = model_card(student.config, teacher, (parameters["student"], parameters["teacher"]),
-                          training_summary(params, settings, loss, train_set.num_samples), callback.evals[-1][1], baseline,
-                          HEADLINE[im])
+        training = training_summary(params, settings, loss, train_set.num_samples)
+        card = model_card(student.config, teacher, (parameters["student"], parameters["teacher"]), training,
+                          callback.evals[-1][1], baseline, HEADLINE[im])
         (out / "MODEL_CARD.md").write_text(card)
         with atomic_file(shown / "grid.png") as grid:
             rows.save(grid)

@@ -7,11 +7,16 @@ that mirrors an MNIST variant.
 
 from __future__ import annotations
 
+import multiprocessing
+import os
+from concurrent.futures import ProcessPoolExecutor
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Callable, Iterator
 
 import torch
 
-from pipeline.common import exit_on_error
+from pipeline.common import THREADS_ENV, env_count, exit_on_error, setup_torch
 from pipeline.params import Params
 from skdcgn.evaluation.protocol import (Classifier, Labelled, factual_set, ood_test_set, real_vs_counterfactual,
                                         train_and_test)
@@ -19,6 +24,7 @@ from skdcgn.mnist.digit_cnn import DigitCNN
 from skdcgn.mnist.idx import MnistUnavailable
 from skdcgn.mnist.real_digits import hard_part, mnist_sets
 from skdcgn.mnist.variants import VARIANTS
+from skdcgn.utils.processes import die_with
 from skdcgn.teachers.base import Teacher
 from skdcgn.utils.progress import progress
 
@@ -68,6 +74,24 @@ def real_or_counterfactual(real: Labelled, counterfactual: Labelled, params: Par
     with progress("real vs counterfactual classifier", params.evaluate.epochs, every=1) as advance:
         return real_vs_counterfactual(real, counterfactual, params.evaluate, params.seed, classifier,
                                       on_epoch=lambda epoch, loss: advance(loss=loss))
+
+
+@contextmanager
+def alongside(function: Callable, *args) -> Iterator[Callable[[], object]]:
+    """Runs `function(*args)` in a process of its own while the block runs, where the machine has the cores for
+    both (SKDCGN_THREADS each), else here after the block; yields what returns its result. Same result either
+    way: the process is set up as a stage (threads, kernels, deterministic algorithms) and dies with this one."""
+    if len(os.sched_getaffinity(0)) < 2 * env_count(THREADS_ENV, default=1, minimum=1):
+        yield lambda: function(*args)
+        return
+    with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn"), initializer=_stage_process,
+                             initargs=(os.getpid(),)) as pool:
+        yield pool.submit(function, *args).result
+
+
+def _stage_process(parent: int) -> None:
+    die_with(parent)
+    setup_torch()
 
 
 def write_confusion(path: Path, confusion: torch.Tensor | None) -> None:

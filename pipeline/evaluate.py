@@ -7,8 +7,8 @@ that the classifier protocol was skipped: the students' fidelity (distill) and g
 import torch
 
 from pipeline.common import DATA, exit_on_error, read_json, setup_torch, stage_args, staging, write_json
-from pipeline.downstream import (classifier_for, evaluation_sets, protocol_skipped, real_or_counterfactual,
-                                 scores_on_test, write_confusion)
+from pipeline.downstream import (alongside, classifier_for, evaluation_sets, protocol_skipped,
+                                 real_or_counterfactual, scores_on_test, write_confusion)
 from pipeline.params import Params
 from skdcgn.evaluation.protocol import Labelled
 from skdcgn.shards.reading import Dataset, open_dataset
@@ -50,11 +50,13 @@ def classifier_scores(params: Params, teacher: Teacher, counterfactuals: Dataset
     loaded = counterfactuals.load()
     train = Labelled(loaded["image"], loaded["label"])
     classifier = classifier_for(teacher, device)
-    scores, confusion = scores_on_test("student counterfactuals", train, test, params, classifier)
     # Real = the OOD test images: their colours are as independent of the digit as a counterfactual's, so only
     # how the images look can tell the two apart. Factual images would give counterfactuals away by colour alone
-    # (test accuracy 0.974 on the default).
-    return scores, confusion, real_or_counterfactual(test, train, params, classifier)
+    # (test accuracy 0.974 on the default). The two classifiers are independent, and this stage runs last and
+    # alone: the second trains on the other core meanwhile.
+    with alongside(real_or_counterfactual, test, train, params, classifier) as realism:
+        scores, confusion = scores_on_test("student counterfactuals", train, test, params, classifier)
+    return scores, confusion, realism()
 
 
 if __name__ == "__main__":

@@ -23,7 +23,7 @@ import torch
 from pipeline.common import (DATA, PROCESSES_ENV, RESUME_DIR, RESUME_ENV, env_count, exit_on_error, may_resume,
                              resume_key, setup_torch, shard_writers, stage_args, staging)
 from skdcgn.shards.parts import Part
-from skdcgn.shards.workers import die_with
+from skdcgn.utils.processes import die_with
 from skdcgn.utils.atomic import atomic_file, partial_path
 from skdcgn.teachers.registry import make_teacher
 from skdcgn.teachers.sampling import sample_teacher

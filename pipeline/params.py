@@ -22,7 +22,7 @@ PARAMS_FILE = Path("params.yaml")
 ParamError = SettingsError  # a refusal of params.yaml: one line naming the key path, the value and what is allowed
 
 # `ims.<im>`: every mechanism present, each with its overrides of `train` and `loss` keys (none is fine).
-Ims = create_model("Ims", __base__=Settings, **{im: (MechanismOverrides, ...) for im in IMS})
+Ims = create_model("Ims", __base__=Settings, __module__=__name__, **{im: (MechanismOverrides, ...) for im in IMS})
 
 
 class Params(Settings):

@@ -251,7 +251,8 @@ def loss_tables(runs: dict[str, Run], teacher: str, curves: dict) -> list[str]:
         cells = [f"{_cell(run, STUDENT.format(im=im), 'heldout', HEADLINE[im], digits=DIGITS[HEADLINE[im]])} "
                  f"({_number(_leaf(run.metrics, STUDENT.format(im=im), 'steps_to_95pct_gain'), 0)})" for im in IMS]
         lines.append(f"| {variant} | `{changes}` | {len(run.runs)} | " + " | ".join(cells)
-                     + f" | {_cell(run, EVALUATE, 'student', 'accuracy')} | {_cell(run, EVALUATE, 'student_over_teacher')} |")
+                     + f" | {_cell(run, EVALUATE, 'student', 'accuracy')} "
+                       f"| {_cell(run, EVALUATE, 'student_over_teacher')} |")
     lines += ["", "Steps to 95 % of the gain over the class-mean baseline up to the lower of the two final values, "
               "variant / baseline (fewer = converges faster):", "",
               "| variant | " + " | ".join(IMS) + " |", "|---" * (len(IMS) + 1) + "|"]
@@ -301,7 +302,8 @@ def denoise_table(runs: dict[str, Run], teacher: str) -> list[str]:
              "|---" * 4 + "|"]
     for variant, run in variants(runs, teacher, DENOISE_STUDY).items():
         lines.append(f"| {variant} | {_cell(run, REFERENCE, 'teacher', 'accuracy')} "
-                     f"| {_cell(run, EVALUATE, 'student', 'accuracy')} | {_cell(run, EVALUATE, 'student_over_teacher')} |")
+                     f"| {_cell(run, EVALUATE, 'student', 'accuracy')} "
+                     f"| {_cell(run, EVALUATE, 'student_over_teacher')} |")
     return lines
 
 

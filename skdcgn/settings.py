@@ -284,17 +284,18 @@ class TrainSettings(Settings):
     compile: bool = False
 
 
-def _overrides_of(model: type[Settings]) -> type[Settings]:
-    """A model with the fields and rules of `model`, every one optional: what was set is what overrides."""
+def _overrides_of(model: type[Settings], name: str) -> type[Settings]:
+    """A model with the fields and rules of `model`, every one optional: what was set is what overrides. `name`
+    is the module attribute it is bound to, so that pickle finds the class (params travel to helper processes)."""
     from pydantic import create_model
 
-    fields = {name: (info.annotation, FieldInfo.merge_field_infos(info, default=None))
-              for name, info in model.model_fields.items()}
-    return create_model(f"{model.__name__}Overrides", __base__=Settings, **fields)
+    fields = {field: (info.annotation, FieldInfo.merge_field_infos(info, default=None))
+              for field, info in model.model_fields.items()}
+    return create_model(name, __base__=Settings, __module__=__name__, **fields)
 
 
-TrainOverrides = _overrides_of(TrainSettings)
-LossOverrides = _overrides_of(LossSettings)
+TrainOverrides = _overrides_of(TrainSettings, "TrainOverrides")
+LossOverrides = _overrides_of(LossSettings, "LossOverrides")
 
 
 class MechanismOverrides(TrainOverrides):

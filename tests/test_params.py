@@ -1,3 +1,4 @@
+import pickle
 import subprocess
 import sys
 from pathlib import Path
@@ -213,3 +214,11 @@ def test_the_teachers_masks_change_by_their_own_transparency_alone():
                               mask_denoise=True)
     assert compose.teacher_mask_changes() == MaskChanges(denoise=True, transparency=0.25)
     assert (compose.mask_changes().transparency, compose.mask_changes().rotation) == (0.5, 30.0)
+
+
+def test_params_travel_to_a_helper_process_unchanged():
+    """evaluate trains its second classifier in a process of its own, which gets the params by pickle."""
+    data = project_params()
+    data["ims"]["shape"]["loss"] = {"kl_weight": 0.5}
+    params = parse(data)
+    assert pickle.loads(pickle.dumps(params)) == params

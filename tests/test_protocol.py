@@ -1,9 +1,12 @@
 """Evaluation data from real digits: disjoint parts, colours frozen by the seed, the hard same-colour part."""
 
+import os
+
 import pytest
 import torch
 
 from conftest import SHARED
+from pipeline.downstream import alongside
 from skdcgn.evaluation.protocol import Classifier, factual_set, real_vs_counterfactual
 from skdcgn.mnist.digit_cnn import DigitCNN
 from skdcgn.mnist.idx import load_mnist_test
@@ -69,3 +72,16 @@ def test_a_classifier_tells_obvious_counterfactuals_from_real_images_and_not_rea
     alike = real_vs_counterfactual(real, more_real, protocol, 0, classifier)
     assert dark["train_accuracy"] > 0.95 and dark["test_accuracy"] > 0.95
     assert abs(alike["test_accuracy"] - 0.5) < 0.1  # the same distribution: no better than a coin
+
+
+def test_a_classifier_trained_alongside_in_its_own_process_is_the_one_trained_here():
+    """evaluate trains its second classifier in a helper process (pipeline.downstream.alongside) where there are
+    the cores: the same bytes of result as here, from another process."""
+    teacher = SyntheticTeacher()
+    real, other = factual_set(teacher, 200, seed=0), factual_set(teacher, 200, seed=1)
+    protocol = EvaluateSettings(epochs=1, batch_size=32)
+    classifier = Classifier(DigitCNN, teacher.num_classes)
+    with alongside(real_vs_counterfactual, real, other, protocol, 0, classifier) as there, alongside(os.getpid) as pid:
+        here = real_vs_counterfactual(real, other, protocol, 0, classifier)
+    assert there() == here
+    assert (pid() != os.getpid()) == (len(os.sched_getaffinity(0)) >= 2)

@@ -12,14 +12,12 @@ per worker.
 
 from __future__ import annotations
 
-import ctypes
 import io
 import json
 import multiprocessing
 import os
 import queue
 import signal
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -32,9 +30,9 @@ from skdcgn.shards.format import ROWS_PATTERN, SHARD_PATTERN, ShardError
 from skdcgn.shards.tar import TarStream
 from skdcgn.utils.atomic import atomic_file, commit, partial_path
 from skdcgn.utils.hashing import file_sha256
+from skdcgn.utils.processes import die_with
 
 QUEUED_BATCHES = 2  # per worker: enough to keep it busy while the teacher computes the next batch
-PR_SET_PDEATHSIG = 1  # linux/prctl.h
 
 
 @dataclass
@@ -160,16 +158,6 @@ def _serve(directory: Path, codec: ImageCodec, commands, errors, parent: int) ->
     except Exception as error:
         errors.put(f"{type(error).__name__}: {error}")
         raise SystemExit(1) from None
-
-
-def die_with(parent: int) -> None:
-    """Called in a helper process (a shard writer, a part of generate): on Linux the kernel kills it when
-    `parent` dies. A kill -9 can come in the middle of sending a batch, and a worker reading half a message
-    would wait for the rest for ever. Elsewhere a worker notices within a second, between messages."""
-    if sys.platform.startswith("linux"):
-        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
-    if os.getppid() != parent:  # it died before the line above
-        os._exit(1)
 
 
 def _npy_bytes(array: np.ndarray) -> bytes:
