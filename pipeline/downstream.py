@@ -7,6 +7,7 @@ that mirrors an MNIST variant.
 
 from __future__ import annotations
 
+import math
 import multiprocessing
 import os
 from concurrent.futures import ProcessPoolExecutor
@@ -24,8 +25,9 @@ from skdcgn.mnist.digit_cnn import DigitCNN
 from skdcgn.mnist.idx import MnistUnavailable
 from skdcgn.mnist.real_digits import hard_part, mnist_sets
 from skdcgn.mnist.variants import VARIANTS
-from skdcgn.utils.processes import die_with
+from skdcgn.settings import EvaluateSettings
 from skdcgn.teachers.base import Teacher
+from skdcgn.utils.processes import die_with
 from skdcgn.utils.progress import progress
 
 
@@ -64,16 +66,26 @@ def classifier_for(teacher: Teacher, device: torch.device) -> Classifier:
 
 def scores_on_test(name: str, train: Labelled, test: Labelled, params: Params,
                    classifier: Classifier) -> tuple[dict, torch.Tensor]:
-    with progress(f"classifier on {name} ({len(train.labels)} images)", params.evaluate.epochs, every=1) as advance:
-        return train_and_test(train, test, params.evaluate, params.seed, classifier,
-                              on_epoch=lambda epoch, loss: advance(loss=loss))
+    images = len(train.labels)
+    with classifier_progress(f"classifier on {name} ({images} images)", images, params.evaluate) as callbacks:
+        return train_and_test(train, test, params.evaluate, params.seed, classifier, **callbacks)
 
 
 def real_or_counterfactual(real: Labelled, counterfactual: Labelled, params: Params,
                            classifier: Classifier) -> dict[str, float]:
-    with progress("real vs counterfactual classifier", params.evaluate.epochs, every=1) as advance:
-        return real_vs_counterfactual(real, counterfactual, params.evaluate, params.seed, classifier,
-                                      on_epoch=lambda epoch, loss: advance(loss=loss))
+    images = min(len(real.labels), len(counterfactual.labels))  # real_vs_counterfactual trains on this many
+    with classifier_progress("real vs counterfactual classifier", images, params.evaluate) as callbacks:
+        return real_vs_counterfactual(real, counterfactual, params.evaluate, params.seed, classifier, **callbacks)
+
+
+@contextmanager
+def classifier_progress(description: str, images: int, settings: EvaluateSettings) -> Iterator[dict]:
+    """A classifier's progress by batch (a bar in a terminal; in a log, a line every half epoch), with the mean
+    loss of the last whole epoch."""
+    batches = math.ceil(images / settings.batch_size)
+    loss: dict[str, float] = {}
+    with progress(description, settings.epochs * batches, every=max(1, batches // 2)) as advance:
+        yield {"on_epoch": lambda epoch, value: loss.update(loss=value), "on_batch": lambda: advance(**loss)}
 
 
 @contextmanager

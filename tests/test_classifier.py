@@ -21,9 +21,9 @@ def pattern_task(n: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
     return noisy.round().clamp(0, 255).to(torch.uint8), labels
 
 
-def train(images, labels, seed: int, device="cpu", on_epoch=None, **settings):
+def train(images, labels, seed: int, device="cpu", on_epoch=None, on_batch=None, **settings):
     protocol = EvaluateSettings(**{"epochs": 2, **settings})
-    return train_classifier(images, labels, DigitCNN, 10, protocol, seed, device, on_epoch)
+    return train_classifier(images, labels, DigitCNN, 10, protocol, seed, device, on_epoch, on_batch)
 
 
 def evaluate_classifier(model, images, labels, **options):
@@ -93,3 +93,11 @@ def test_the_protocol_trains_on_any_device(device):
     model = train(*pattern_task(1000, seed=1), seed=0, device=device)
     assert next(model.parameters()).device.type == device.type
     assert evaluate_classifier(model, *pattern_task(500, seed=2))[0] > 0.95
+
+
+def test_progress_comes_batch_by_batch_and_loss_epoch_by_epoch():
+    images, labels = pattern_task(100, seed=2)
+    events = []
+    train(images, labels, seed=0, batch_size=32, on_batch=lambda: events.append("batch"),
+          on_epoch=lambda epoch, loss: events.append(epoch))
+    assert events == ["batch"] * 4 + [0] + ["batch"] * 4 + [1]  # 100 images in batches of 32: 4 per epoch

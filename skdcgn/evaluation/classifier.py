@@ -29,12 +29,13 @@ def _as_input(batch: torch.Tensor, device: torch.device | str) -> torch.Tensor:
 
 def train_classifier(images: torch.Tensor, labels: torch.Tensor, make_model: ClassifierFactory, num_classes: int,
                      settings: EvaluateSettings, seed: int, device: torch.device | str = "cpu",
-                     on_epoch: Callable[[int, float], None] | None = None) -> nn.Module:
+                     on_epoch: Callable[[int, float], None] | None = None,
+                     on_batch: Callable[[], None] | None = None) -> nn.Module:
     """Train a fresh model with cross-entropy (bf16 autocast on CUDA); returned in eval mode.
 
     `seed` fixes both the initial weights and the minibatch order, so on the CPU the same seed and inputs give
-    bit-identical weights. on_epoch(epoch, mean_loss) is called after each epoch, epoch counted from 0.
-    """
+    bit-identical weights. on_epoch(epoch, mean_loss) is called after each epoch, epoch counted from 0, and
+    on_batch() after each batch (progress within an epoch)."""
     if images.shape[0] != labels.shape[0] or images.shape[0] == 0:
         raise ValueError(f"need a non-empty set with one label per image, got {images.shape[0]} and {labels.shape[0]}")
     # A private RNG stream for the weights: seeding must not disturb the caller's global RNG state.
@@ -57,6 +58,8 @@ def train_classifier(images: torch.Tensor, labels: torch.Tensor, make_model: Cla
             loss.backward()
             optimizer.step()
             loss_sum += loss.detach().double() * idx.numel()
+            if on_batch is not None:
+                on_batch()
         scheduler.step()
         if on_epoch is not None:
             on_epoch(epoch, float(loss_sum) / images.shape[0])

@@ -79,11 +79,11 @@ def ood_test_set(teacher: Teacher, n: int, seed: int, hard: HardPart | None = No
 
 
 def train_and_test(train: Labelled, test: Labelled, settings: EvaluateSettings, seed: int, classifier: Classifier,
-                   on_epoch=None) -> tuple[dict[str, float], torch.Tensor]:
+                   on_epoch=None, on_batch=None) -> tuple[dict[str, float], torch.Tensor]:
     """OOD accuracies (all, and the hard part when the test set has one) and the confusion matrix (rows true,
     columns predicted) of a classifier trained on `train`."""
     model = train_classifier(train.images, train.labels, classifier.make_model, classifier.num_classes, settings,
-                             stream_seed(seed, "classifier"), classifier.device, on_epoch)
+                             stream_seed(seed, "classifier"), classifier.device, on_epoch, on_batch)
     accuracy, confusion = score_classifier(model, test.images, test.labels, classifier.num_classes)
     scores = {"accuracy": accuracy}
     if test.hard is not None and test.hard.any():
@@ -93,7 +93,7 @@ def train_and_test(train: Labelled, test: Labelled, settings: EvaluateSettings, 
 
 
 def real_vs_counterfactual(real: Labelled, counterfactual: Labelled, settings: EvaluateSettings, seed: int,
-                           classifier: Classifier, on_epoch=None) -> dict[str, float]:
+                           classifier: Classifier, on_epoch=None, on_batch=None) -> dict[str, float]:
     """Can a classifier tell counterfactuals from real images (the SKDCGN paper's Table 1 question)? As many of
     each, shuffled by the seed; half to train a two-class real (0) vs counterfactual (1) classifier, half to
     test it. Test accuracy near 0.5: indistinguishable; near 1: the counterfactuals give themselves away."""
@@ -102,6 +102,6 @@ def real_vs_counterfactual(real: Labelled, counterfactual: Labelled, settings: E
     images = torch.cat([real.images[:n], counterfactual.images[:n]])[order]
     labels = torch.cat([torch.zeros(n, dtype=torch.long), torch.ones(n, dtype=torch.long)])[order]
     model = train_classifier(images[:n], labels[:n], classifier.make_model, 2, settings,
-                             stream_seed(seed, "real-vs-cf classifier"), classifier.device, on_epoch)
+                             stream_seed(seed, "real-vs-cf classifier"), classifier.device, on_epoch, on_batch)
     return {"train_accuracy": score_classifier(model, images[:n], labels[:n], 2)[0],
             "test_accuracy": score_classifier(model, images[n:], labels[n:], 2)[0]}
