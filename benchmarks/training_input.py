@@ -10,6 +10,8 @@ first into a scratch folder at params' sizes.
 
 from __future__ import annotations
 
+import contextlib
+import io
 import tempfile
 from pathlib import Path
 
@@ -46,8 +48,9 @@ def main() -> None:
             return [training_data(open_dataset(Path(scratch) / "train"), settings, device),
                     ShardSamples(open_dataset(Path(scratch) / "heldout"), device)]
 
-        in_memory = [PairedSamples.from_dataset(open_dataset(Path(scratch) / split), device)
-                     for split in ("train", "heldout")]
+        with contextlib.redirect_stdout(io.StringIO()):  # the stage's progress lines; only results are printed
+            in_memory = [PairedSamples.from_dataset(open_dataset(Path(scratch) / split), device)
+                         for split in ("train", "heldout")]
 
         def train(samples: list) -> None:
             torch.manual_seed(0)
