@@ -508,7 +508,7 @@ def test_imagenet_evaluation_says_in_the_metrics_that_the_digit_protocol_is_skip
         assert (imagenet_repo / f"data/{stage}/confusion.csv").read_text() == "actual,predicted\n"
     out = imagenet_repo / "plots_html"
     dvc(imagenet_repo, "plots", "show", "-o", str(out))  # no confusion matrices to draw: still a page
-    assert "heldout" in (out / "index.html").read_text()
+    assert "held-out fidelity" in (out / "index.html").read_text()
 
 
 # A teacher of the user's own (tests/test_custom_teacher.py), in teachers/custom/ as the README says.
@@ -529,6 +529,8 @@ def test_a_teacher_of_ones_own_is_distilled_by_the_whole_pipeline(custom_repo):
     assert read_meta(custom_repo / "data/teacher/shape/train")["info"]["teacher"]["kind"] == "stripes"
     files = metrics(custom_repo)
     assert files["data/metrics/students/texture/live/metrics.json"]["heldout"]["psnr"] > 0
+    # A teacher of no parameters (a formula): the card gives the student's size alone.
+    assert "| student | " in (custom_repo / "data/students/texture/MODEL_CARD.md").read_text()
     assert files["data/evaluate/metrics.json"]["classifier_protocol"].startswith("skipped: ")
 
 

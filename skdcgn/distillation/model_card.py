@@ -32,8 +32,8 @@ def model_card(config: dict, teacher: dict, parameters: tuple[int, int], trainin
         "| | |",
         "|---|---|",
         f"| teacher | {_fields(teacher)}; {teacher_parameters:,} parameters for this mechanism |",
-        f"| student | {student_parameters:,} parameters ({student_parameters / teacher_parameters:.2g}x the "
-        f"teacher's); {_fields({k: v for k, v in config.items() if k != 'im'})} |",
+        f"| student | {student_parameters:,} parameters{_share(student_parameters, teacher_parameters)}; "
+        f"{_fields({k: v for k, v in config.items() if k != 'im'})} |",
         f"| training | {_fields(training)} |",
         "",
         f"Held-out fidelity on teacher samples it never saw, next to the baseline that predicts each class's mean "
@@ -60,6 +60,11 @@ def model_card(config: dict, teacher: dict, parameters: tuple[int, int], trainin
         "",
     ]
     return "\n".join(lines)
+
+
+def _share(student: int, teacher: int) -> str:
+    """The student's size as a multiple of the teacher's; a teacher of no parameters (a formula) has none."""
+    return f" ({student / teacher:.2g}x the teacher's)" if teacher else ""
 
 
 def _fields(values: dict) -> str:
