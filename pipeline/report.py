@@ -364,9 +364,10 @@ def commands(runs: dict[str, Run], teacher: str, defaults: dict) -> list[str]:
     """The `dvc exp run` line of each run in the report, from its params against params.yaml's."""
     base = dict(flat(defaults))
     lines = []
-    for _, run in study_runs(runs, teacher).values():
-        changed = [override(k, v, set(base)) for k, v in flat(run.params) if base.get(k) != v]
-        lines.append(" ".join([f"dvc exp run -n {run.name}", *(f"-S {c}" for c in changed)]))
+    for _, pooled_run in study_runs(runs, teacher).values():
+        for run in pooled_run.runs:  # every seed's
+            changed = [override(k, v, set(base)) for k, v in flat(run.params) if base.get(k) != v]
+            lines.append(" ".join([f"dvc exp run -n {run.name}", *(f"-S {c}" for c in changed)]))
     return lines
 
 

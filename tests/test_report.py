@@ -122,6 +122,7 @@ def test_over_seeds_the_report_gives_mean_and_spread_and_calls_only_differences_
     text = write_report(runs, ["synthetic"], tmp_path, DEFAULTS, reader(files)).read_text()
     assert "| baseline | `(the teacher's own params)` | 3 | 0.820 ± 0.020 (200) | 36.30 ± 0.10 (200) |" in text
     assert "L2 ends lower on 2 of 3 students (shape, background): held." in text
+    assert "dvc exp run -n synthetic-l2-seed2 -S seed=2 -S loss.pixel=l2" in text  # every seed's command
 
 
 def test_claim_e_is_held_only_for_a_transparency_above_the_opaque_masks_beyond_the_spread(tmp_path):
