@@ -64,19 +64,19 @@ def teacher_params(profile: list[str], settings: list[str], root: Path = Path(".
 
 
 def _absolute_outside(key: str, value: object, root: Path) -> object:
-    if key not in PATH_KEYS or not value or inside(value, root):
-        return value
-    return str((root / value).resolve())
+    if key in PATH_KEYS and value and not _in_repository(key, value, root):
+        return str((root / value).resolve())
+    return value
 
 
-def inside(path: object, root: Path) -> bool:
-    """Whether `path` (relative to `root`, or absolute) lies in the repository at `root`."""
-    return (root / str(path)).resolve().is_relative_to(root.resolve())
+def _in_repository(key: str, value: object, root: Path) -> bool:
+    """Whether `key` is a path param whose `value` (relative to `root`, or absolute) lies in the repository."""
+    return key in PATH_KEYS and bool(value) and (root / str(value)).resolve().is_relative_to(root.resolve())
 
 
 def copied_inputs(values: dict, root: Path = Path(".")) -> list[str]:
     """The git-ignored inputs a queued run needs copied in: the repository paths among `values`' path params."""
-    return [str(value) for key, value in values.items() if key in PATH_KEYS and value and inside(value, root)]
+    return [str(value) for key, value in values.items() if _in_repository(key, value, root)]
 
 
 def experiments(name: str, base: dict, studies: list[str], root: Path = Path("."), seeds: int = 1) -> dict[str, dict]:
