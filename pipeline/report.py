@@ -3,8 +3,8 @@
     python -m pipeline.report                       # every teacher that has a `<teacher>-baseline` experiment
     python -m pipeline.report --teacher synthetic   # one of them
 
-Reads `dvc exp show --json -A` (metrics and params of every experiment) and, through dvc.api, each run's
-fidelity curves and counterfactual grid from the DVC cache. A study's variant is found by its params, not its
+Everything through dvc.api: the experiments of HEAD and its ancestors (`exp_show`), then each run's params,
+metrics, fidelity curves and counterfactual grid from its own commit and the DVC cache. A study's variant is found by its params, not its
 name: the run whose params are the baseline's with the variant's overrides laid over them. The report is plain
 Markdown and PNG, so it reads on GitHub without DVC.
 """
@@ -16,7 +16,6 @@ import dataclasses
 import io
 import json
 import statistics
-import subprocess
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -46,6 +45,7 @@ PAPER_TABLE1 = {"noise": (99.9, 14.96), "rotation": (99.1, 13.51), "transparency
 UNITS = {"mask_iou": "IoU", "psnr": "PSNR dB"}
 STUDENT, EVALUATE, REFERENCE = ("data/metrics/students/{im}/live/metrics.json", "data/evaluate/metrics.json",
                                 "data/reference/metrics.json")
+METRICS_FILES = (*(STUDENT.format(im=im) for im in IMS), EVALUATE, REFERENCE)
 DIGITS = {"mask_iou": 3, "psnr": 2}
 
 
@@ -58,7 +58,7 @@ class Run:
     rev: str
     params: dict
     metrics: dict  # metrics file -> its (nested) values
-    created: str = ""  # ISO timestamp: the newest run wins where several match
+    age: int = 0  # place in exp_show's listing, 0 the newest: the newest run wins where several match
     members: tuple = ()
     spread: dict = field(default_factory=dict)
 
@@ -81,7 +81,7 @@ def pooled(runs: list[Run]) -> Run:
     trees = [run.metrics for run in runs]
     return dataclasses.replace(runs[0], metrics=_leafwise(statistics.fmean, trees),
                                spread=_leafwise(statistics.stdev, trees), members=tuple(runs),
-                               created=max(run.created for run in runs))
+                               age=min(run.age for run in runs))
 
 
 def _leafwise(reduce, trees: list[dict]) -> dict:
@@ -102,31 +102,27 @@ def _leaf(tree: dict, *keys: str):
     return tree if isinstance(tree, (int, float)) else None
 
 
-def parse_experiments(shown: list[dict]) -> dict[str, Run]:
-    """Name -> Run from `dvc exp show --json` output; a name queued again keeps its newest finished run. Queued,
-    running and failed runs are left out: a running one shows the metrics of whatever stage it has reached."""
+def parse_experiments(rows: list[dict], open_rev=dvc.api.DVCFileSystem) -> dict[str, Run]:
+    """Name -> Run from `dvc.api.exp_show` rows, each run's params and metrics files read whole at its revision
+    (`open_rev(rev)` gives a file system of that commit). exp_show flattens nested metrics into columns and names a
+    column by its file only where two files share a key, so the files themselves are read. A name queued again
+    keeps its newest finished run: exp_show lists baselines from HEAD back and each one's experiments newest first.
+    Queued, running and failed runs are left out: a running one shows the metrics of whatever stage it has reached."""
     runs: dict[str, Run] = {}
-    for commit in shown:
-        for experiment in commit.get("experiments") or []:
-            if (experiment.get("executor") or {}).get("state") not in (None, "success"):
-                continue
-            for rev in experiment.get("revs") or []:
-                data = rev.get("data") or {}
-                if not rev.get("name") or rev.get("error") or not data.get("metrics"):
-                    continue
-                run = Run(rev["name"], rev["rev"], data["params"]["params.yaml"]["data"],
-                          {path: value.get("data", {}) for path, value in data["metrics"].items()},
-                          data.get("timestamp") or "")
-                if rev["name"] not in runs or run.created > runs[rev["name"]].created:
-                    runs[rev["name"]] = run
+    for age, row in enumerate(rows):
+        name = row.get("Experiment")
+        if not name or name in runs or row.get("State") not in (None, "Success"):
+            continue
+        files = open_rev(rev=row["rev"])
+        metrics = {path: json.loads(files.read_text(path)) for path in METRICS_FILES if files.exists(path)}
+        if metrics:
+            runs[name] = Run(name, row["rev"], yaml.safe_load(files.read_text(PARAMS_FILE.name)), metrics, age)
     return runs
 
 
 def show_experiments() -> dict[str, Run]:
-    result = subprocess.run(["dvc", "exp", "show", "--json", "-A"], capture_output=True, text=True)
-    if result.returncode:
-        raise SystemExit(f"error: dvc exp show failed: {result.stderr.strip().splitlines()[-1:]}")
-    return parse_experiments(json.loads(result.stdout))
+    """Every experiment of HEAD and the commits before it (`dvc exp show -A` lists other branches' too)."""
+    return parse_experiments(dvc.api.exp_show(num=-1))
 
 
 def variants(runs: dict[str, Run], teacher: str, study: str) -> dict[str, Run]:
@@ -144,7 +140,7 @@ def variants(runs: dict[str, Run], teacher: str, study: str) -> dict[str, Run]:
 def seed_group(runs: dict[str, Run], teacher: str, params: dict) -> Run | None:
     """The runs of `teacher` whose params are `params` but for the seed, newest per seed, pooled."""
     own = sorted((run for name, run in runs.items() if name.startswith(f"{teacher}-")),
-                 key=lambda run: run.created, reverse=True)
+                 key=lambda run: run.age)
     by_seed: dict[int, Run] = {}
     for run in own:
         if _but_seed(run.params) == _but_seed(params):

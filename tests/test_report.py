@@ -83,8 +83,8 @@ def test_variants_are_found_by_their_params_not_their_names(study_runs):
     runs, _ = study_runs
     renamed = {("synthetic-something" if name == "synthetic-kl-1" else name): run for name, run in runs.items()}
     kl = renamed["synthetic-something"]
-    renamed["synthetic-something"] = dataclasses.replace(kl, created="2026-11-21T08:00:00")
-    renamed["synthetic-older"] = dataclasses.replace(kl, rev="old", created="2026-11-20T08:00:00")
+    renamed["synthetic-something"] = dataclasses.replace(kl, age=0)
+    renamed["synthetic-older"] = dataclasses.replace(kl, rev="old", age=1)
     found = variants(renamed, "synthetic", "kl")
     assert found["kl-1"].rev == "rev-synthetic-kl-1" and found["kl-0"].rev == "rev-synthetic-baseline"
     assert "kl-0.5" not in found  # never run: left out, not invented
@@ -163,20 +163,34 @@ def test_steps_to_common_uses_a_target_both_reached():
     assert steps_to_common(fast, slow, floor=0.4, fraction=0.25) == (100, 200)
 
 
-def test_experiments_are_parsed_from_dvc_exp_show_json():
-    def rev(name, stamp, metrics=True, error=None):
-        data = {"timestamp": stamp, "params": {"params.yaml": {"data": {"seed": 0}}},
-                "metrics": {"m.json": {"data": {"a": 1 if stamp < "2" else 2}}} if metrics else {}}
-        return {"rev": f"sha-{name}-{stamp}", "name": name, "data": data, "error": error}
+def test_experiments_are_read_whole_at_the_revisions_dvc_exp_show_lists():
+    """exp_show's rows name the runs (newest first); each run's params and metrics come from its own commit,
+    nested as written (exp_show itself flattens them into columns)."""
+    shape = "data/metrics/students/shape/live/metrics.json"
+    commits = {f"sha-{n}": {"params.yaml": f"seed: {n}\n", shape: json.dumps({"heldout": {"mask_iou": n / 10}})}
+               for n in range(5)}
+    del commits["sha-3"][shape]  # queued: no metrics yet
 
-    shown = [{"rev": "workspace", "experiments": None},
-             {"rev": "c1", "experiments": [{"revs": [rev("x", "1")]},
-                                            {"revs": [rev("x", "2")], "executor": {"state": "success"}},
-                                            {"revs": [rev("queued", "3", metrics=False)]},
-                                            {"revs": [rev("running", "3")], "executor": {"state": "running"}},
-                                            {"revs": [rev("failed", "3", error={"msg": "boom"})]}]}]
-    runs = parse_experiments(json.loads(json.dumps(shown)))
-    assert set(runs) == {"x"} and runs["x"].metrics == {"m.json": {"a": 2}} and runs["x"].rev == "sha-x-2"
+    class Commit:  # the two methods of dvc.api.DVCFileSystem that parse_experiments uses
+        def __init__(self, rev):
+            self.files = commits[rev]
+
+        def exists(self, path):
+            return path in self.files
+
+        def read_text(self, path):
+            return self.files[path]
+
+    rows = [{"Experiment": None, "rev": "workspace", "State": None},
+            {"Experiment": "x", "rev": "sha-2", "State": "Success"},
+            {"Experiment": "x", "rev": "sha-1", "State": "Success"},  # older: the newer one wins
+            {"Experiment": "running", "rev": "sha-0", "State": "Running"},
+            {"Experiment": "failed", "rev": "sha-0", "State": "Failed"},
+            {"Experiment": "queued", "rev": "sha-3", "State": None},
+            {"Experiment": "old", "rev": "sha-4", "State": None}]  # made before DVC kept an executor's state
+    runs = parse_experiments(rows, Commit)
+    assert set(runs) == {"x", "old"} and runs["x"].rev == "sha-2" and runs["x"].params == {"seed": 2}
+    assert runs["x"].metrics == {shape: {"heldout": {"mask_iou": 0.2}}} and runs["x"].age < runs["old"].age
 
 
 def test_studies_queue_one_run_per_distinct_variant_baseline_first_compose_last():
