@@ -8,7 +8,7 @@ the metrics say that the classifier protocol was skipped.
 """
 
 from pipeline.common import DATA, exit_on_error, setup_torch, stage_args, staging, write_json
-from pipeline.downstream import (classifier_for, evaluation_sets, protocol_skipped, scores_on_test,
+from pipeline.downstream import (alongside, classifier_for, evaluation_sets, protocol_skipped, scores_on_test,
                                  write_confusion)
 from skdcgn.counterfactuals.composite import COMPOSITE_RANGE, render
 from skdcgn.counterfactuals.inputs import counterfactual_inputs, counterfactual_shifts
@@ -34,10 +34,13 @@ def main() -> None:
     metrics = {"classifier_protocol": skipped} if skipped else {}
     if not skipped:
         classifier = classifier_for(teacher, device)
-        teacher_scores, teacher_confusion = scores_on_test(
-            "teacher counterfactuals", composite_images(mechanisms, inputs, shifts, changes, device), test, params,
-            classifier)
-        factual_scores, _ = scores_on_test("factual data", factual, test, params, classifier)
+        # The two classifiers are independent, and this stage is on the way to the last one (evaluate waits on
+        # it): the factual one trains on another core meanwhile where there is one.
+        with alongside(scores_on_test, "factual data", factual, test, params, classifier) as factual_result:
+            teacher_scores, teacher_confusion = scores_on_test(
+                "teacher counterfactuals", composite_images(mechanisms, inputs, shifts, changes, device), test,
+                params, classifier)
+        factual_scores, _ = factual_result()
         metrics |= {"teacher": teacher_scores, "factual": factual_scores,
                     "train_size": {"teacher": settings.n, "factual": len(factual.labels)},
                     "test_size": len(test.labels)}
