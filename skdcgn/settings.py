@@ -229,7 +229,7 @@ class GenerateSettings(Settings):
     per_class: Count = 1000
     heldout_per_class: Count = 50
     shard_size: Count = 5000
-    batch_size: Count = 1000
+    batch_size: Count = 100
     image_format: ImageFormats = ImageFormats()
     jpeg_quality: JpegQuality = 90
 
@@ -331,7 +331,7 @@ class ComposeSettings(Settings):
 
     n: Count = 10000
     shard_size: Count = 5000
-    batch_size: Count = 1000
+    batch_size: Count = 100
     grid_columns: Count = 10
     # none | cyclic: the CGN's random cyclic shift of each texture, alike for teacher and students.
     texture_shift: Literal["none", "cyclic"] = "none"
