@@ -47,6 +47,9 @@ STUDENT, EVALUATE, REFERENCE = ("data/metrics/students/{im}/live/metrics.json", 
                                 "data/reference/metrics.json")
 METRICS_FILES = (*(STUDENT.format(im=im) for im in IMS), EVALUATE, REFERENCE)
 DIGITS = {"mask_iou": 3, "psnr": 2}
+# Forward batches (README: batch sizes on a CPU): runs that differ in them alone are one variant, so that a
+# study queued after a change of batch size still pairs with the baseline runs made before it.
+SPEED_ONLY = ("generate.batch_size", "compose.batch_size")
 
 
 @dataclass(frozen=True)
@@ -138,18 +141,19 @@ def variants(runs: dict[str, Run], teacher: str, study: str) -> dict[str, Run]:
 
 
 def seed_group(runs: dict[str, Run], teacher: str, params: dict) -> Run | None:
-    """The runs of `teacher` whose params are `params` but for the seed, newest per seed, pooled."""
+    """The runs of `teacher` whose params are `params` but for the seed and SPEED_ONLY, newest per seed, pooled."""
     own = sorted((run for name, run in runs.items() if name.startswith(f"{teacher}-")),
                  key=lambda run: run.age)
     by_seed: dict[int, Run] = {}
     for run in own:
-        if _but_seed(run.params) == _but_seed(params):
+        if _variant_params(run.params) == _variant_params(params):
             by_seed.setdefault(run.params.get("seed", 0), run)
     return pooled([by_seed[seed] for seed in sorted(by_seed)]) if by_seed else None
 
 
-def _but_seed(params: dict) -> dict:
-    return {key: value for key, value in params.items() if key != "seed"}
+def _variant_params(params: dict) -> dict:
+    """What tells variants apart: every param but the seed and those that change speed alone."""
+    return {key: value for key, value in flat(params) if key != "seed" and key not in SPEED_ONLY}
 
 
 def study_runs(runs: dict[str, Run], teacher: str, studies=tuple(STUDIES)) -> dict[str, tuple[str, Run]]:

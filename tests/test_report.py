@@ -90,6 +90,17 @@ def test_variants_are_found_by_their_params_not_their_names(study_runs):
     assert "kl-0.5" not in found  # never run: left out, not invented
 
 
+def test_a_run_at_another_forward_batch_is_the_same_variant_but_another_loss_is_not(study_runs):
+    runs, _ = study_runs
+    kl = runs["synthetic-kl-1"]
+    faster = merged(kl.params, nested({"generate.batch_size": 10, "compose.batch_size": 10}))
+    runs = {**runs, "synthetic-kl-1": dataclasses.replace(kl, params=faster)}
+    assert variants(runs, "synthetic", "kl")["kl-1"].rev == kl.rev
+    other = merged(kl.params, nested({"loss.pixel": "l2"}))
+    runs["synthetic-kl-1"] = dataclasses.replace(kl, params=other)
+    assert "kl-1" not in variants(runs, "synthetic", "kl")
+
+
 def test_report_gives_tables_verdicts_and_figures(study_runs, tmp_path):
     runs, read = study_runs
     path = write_report(runs, ["synthetic"], tmp_path, DEFAULTS, read)
