@@ -4,9 +4,9 @@
     python -m pipeline.report --teacher synthetic   # one of them
 
 Everything through dvc.api: the experiments of HEAD and its ancestors (`exp_show`), then each run's params,
-metrics, fidelity curves and counterfactual grid from its own commit and the DVC cache. A study's variant is found by its params, not its
-name: the run whose params are the baseline's with the variant's overrides laid over them. The report is plain
-Markdown and PNG, so it reads on GitHub without DVC.
+metrics, fidelity curves and counterfactual grid from its own commit and the DVC cache. A study's variant is found
+by its params, not its name: the run whose params are the baseline's with the variant's overrides laid over them.
+The report is plain Markdown and PNG, so it reads on GitHub without DVC.
 """
 
 from __future__ import annotations

@@ -18,7 +18,7 @@ from skdcgn.utils.progress import progress
 
 
 def write_counterfactuals(directory: Path, mechanisms: dict[str, Mechanism], inputs: dict, shard_size: int,
-                          info: dict, chunk: int = 1000, advance=None,
+                          info: dict, chunk: int, advance=None,
                           shifts: dict[str, torch.Tensor] | None = None, writers: int = 0,
                           changes: MaskChanges = MaskChanges(), draws: dict[str, torch.Tensor] | None = None,
                           device: torch.device | str = "cpu") -> None:
