@@ -47,7 +47,7 @@ def stage_graph(targets: list[str]) -> dict[str, set[str]]:
 
 def descendants(upstream: dict[str, set[str]]) -> dict[str, int]:
     """How many stages wait, directly or not, on each stage: the ones many wait on start first (the shape
-    student's branch before the reference classifier, which only the last stage needs)."""
+    student's branch before the reference classifiers, which no stage waits on)."""
     below = {stage: set() for stage in upstream}
     changed = True
     while changed:

@@ -1,12 +1,16 @@
-"""The fast shard tar writer: the bytes of webdataset's TarWriter(mtime=0), and tars that tar tools read."""
+"""The fast shard tar writer and reader: the bytes of webdataset's TarWriter(mtime=0), tars that tar tools read,
+WebDataset's records read back, and every tar the writer cannot have written refused."""
 
+import io
 import tarfile
 
 import numpy as np
 import pytest
 import webdataset as wds
 
-from skdcgn.shards.tar import TarStream
+from skdcgn.shards.format import ShardError
+from skdcgn.shards.reading import decode_array, group_records
+from skdcgn.shards.tar import TarFormatError, TarStream, read_members
 
 
 def records(count: int, seed: int) -> list[dict]:
@@ -49,3 +53,67 @@ def test_a_name_too_long_for_ustar_is_refused(tmp_path):
     stream = TarStream(tmp_path / "x.tar")
     with pytest.raises(ValueError, match="longer than 100 bytes"):
         stream.add("k" * 101, b"")
+
+
+@pytest.mark.parametrize("count", [0, 1, 7, 40])
+def test_the_reader_gives_webdatasets_records(tmp_path, count):
+    samples = records(count, seed=count)
+    write_fast(tmp_path / "fast.tar", samples)
+    ours = list(group_records(read_members(tmp_path / "fast.tar")))
+    theirs = [{name: data for name, data in record.items() if name not in ("__url__", "__local_path__")}
+              for record in wds.WebDataset(str(tmp_path / "fast.tar"), shardshuffle=False, empty_check=False)]
+    assert ours == theirs == samples
+
+
+def tarfile_archive(path, *members: tarfile.TarInfo) -> None:
+    with tarfile.open(path, "w", format=tarfile.PAX_FORMAT) as archive:
+        for info in members:
+            archive.addfile(info, io.BytesIO(b"x" * info.size) if info.isfile() else None)
+
+
+@pytest.mark.parametrize("member, message", [
+    (tarfile.TarInfo("0001.sub"), None),  # set to a directory below
+    (tarfile.TarInfo("0001." + "long" * 30), "tar type b'x'"),  # a name past 100 bytes needs a PAX header
+])
+def test_the_reader_refuses_what_the_writer_never_writes(tmp_path, member, message):
+    if message is None:
+        member.type, message = tarfile.DIRTYPE, "tar type b'5'"
+    tarfile_archive(tmp_path / "other.tar", member)
+    with pytest.raises(TarFormatError, match=message):
+        list(read_members(tmp_path / "other.tar"))
+
+
+def test_the_reader_refuses_a_damaged_or_cut_tar(tmp_path):
+    write_fast(tmp_path / "fast.tar", records(3, seed=3))
+    whole = (tmp_path / "fast.tar").read_bytes()
+    damaged = bytearray(whole)
+    damaged[5] ^= 1  # in the first member's name: the checksum no longer matches
+    (tmp_path / "damaged.tar").write_bytes(bytes(damaged))
+    with pytest.raises(TarFormatError, match="bad header checksum"):
+        list(read_members(tmp_path / "damaged.tar"))
+    first_size = int(whole[124:136].strip(b"\0 "), 8)
+    (tmp_path / "cut.tar").write_bytes(whole[:512 + first_size // 2])
+    with pytest.raises(TarFormatError, match="cut short"):
+        list(read_members(tmp_path / "cut.tar"))
+    (tmp_path / "unended.tar").write_bytes(whole[:512 + -(-first_size // 512) * 512])
+    with pytest.raises(TarFormatError, match="end-of-archive"):
+        list(read_members(tmp_path / "unended.tar"))
+
+
+@pytest.mark.parametrize("array", [
+    np.arange(16, dtype=np.float32), np.arange(12, dtype=">i8").reshape(3, 4), np.asfortranarray(np.eye(3)),
+    np.array(7, dtype=np.uint8), np.zeros((2, 0)), np.array([1.5, -2.0], dtype=np.float16)])
+def test_npy_members_decode_as_numpy_loads_them(array):
+    buffer = io.BytesIO()
+    np.save(buffer, array)
+    decoded = decode_array(buffer.getvalue())
+    expected = np.load(io.BytesIO(buffer.getvalue()))
+    assert decoded.dtype == expected.dtype and decoded.shape == expected.shape
+    assert np.array_equal(decoded, expected) and decoded.flags.writeable
+
+
+def test_an_npy_member_of_python_objects_is_refused():
+    buffer = io.BytesIO()
+    np.save(buffer, np.array([{"a": 1}], dtype=object), allow_pickle=True)
+    with pytest.raises(ShardError, match="Python objects"):
+        decode_array(buffer.getvalue())

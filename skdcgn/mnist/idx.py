@@ -19,7 +19,6 @@ from pathlib import Path
 from typing import BinaryIO, Callable
 
 import torch
-from torchvision.datasets.mnist import MNIST, read_image_file, read_label_file
 
 from skdcgn.utils.atomic import atomic_file
 from skdcgn.utils.progress import Advance, progress
@@ -53,6 +52,9 @@ def load_mnist_test(folder: Path, download: bool = True) -> tuple[torch.Tensor, 
         raise _unavailable(folder, f"{' and '.join(missing)} absent and download disabled")
     for name in missing:
         _download(folder, f"{name}.gz")
+    # torchvision takes ~2 s to import: only stages that read real digits pay for it.
+    from torchvision.datasets.mnist import read_image_file, read_label_file
+
     images_name, labels_name = MNIST_TEST_FILES
     digits = _read(folder, _find(folder, images_name), read_image_file)
     labels = _read(folder, _find(folder, labels_name), read_label_file)
@@ -106,6 +108,8 @@ def _check_consistent(folder: Path, digits: torch.Tensor, labels: torch.Tensor) 
 
 def _download(folder: Path, gz_name: str) -> None:
     """Fetch one file from the first mirror that serves it with torchvision's md5."""
+    from torchvision.datasets.mnist import MNIST
+
     md5 = dict(MNIST.resources)[gz_name]
     folder.mkdir(parents=True, exist_ok=True)
     failures = []

@@ -12,10 +12,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import get_args
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from PIL import Image
-from torchvision.transforms.functional import pil_to_tensor
 
 from skdcgn.counterfactuals.composite import compose
 from skdcgn.mnist.palette import BACKGROUND_RGB, COLORED_DIGIT_RGB, FOREGROUND_RGB
@@ -129,7 +129,7 @@ def _load_texture(path: Path) -> torch.Tensor:
     Decoded by PIL: torchvision 0.29 deprecates its own image decoders.
     """
     with Image.open(path) as image:
-        pixels = pil_to_tensor(image.convert("RGB")).float().unsqueeze(0)
+        pixels = torch.from_numpy(np.asarray(image.convert("RGB")).copy()).permute(2, 0, 1).float().unsqueeze(0)
     resized = F.interpolate(pixels, size=(TEXTURE_SIZE, TEXTURE_SIZE), mode="bilinear", antialias=True,
                             align_corners=False)
     # Float rounding in the filter can overshoot 0..255 by a hair.

@@ -4,10 +4,10 @@
 from __future__ import annotations
 
 import io
-import tarfile
 from pathlib import Path
 
 from skdcgn.shards.format import CLASS_MEANS, TAR_BLOCK, ShardError, read_meta, read_parquet
+from skdcgn.shards.tar import TarFormatError, read_members
 from skdcgn.utils.hashing import file_sha256
 from skdcgn.utils.progress import progress
 
@@ -64,10 +64,9 @@ def _check_shard(path: Path, row: dict, keys: list[str], members: list[str], dee
 def _members_by_key(path: Path) -> dict[str, list[str]]:
     found: dict[str, list[str]] = {}
     try:
-        with tarfile.open(path, "r:") as archive:
-            for member in archive:
-                key, _, suffix = member.name.partition(".")
-                found.setdefault(key, []).append(suffix)
-    except tarfile.TarError as error:
-        raise ShardError(f"{path}: not a readable tar ({error})") from None
+        for name, _ in read_members(path):
+            key, _, suffix = name.partition(".")
+            found.setdefault(key, []).append(suffix)
+    except TarFormatError as error:
+        raise ShardError(str(error)) from None
     return found
