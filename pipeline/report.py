@@ -272,6 +272,8 @@ def loss_tables(runs: dict[str, Run], teacher: str, curves: dict) -> list[str]:
                  f"({_number(_leaf(run.metrics, STUDENT.format(im=im), 'steps_to_95pct_gain'), 0)})" for im in IMS]
         lines.append(f"| {variant} | `{changes}` | {len(run.runs)} | " + " | ".join(cells)
                      + f" | {_cell(run, EVALUATE, 'student', 'accuracy')} | {_ratio_cell(run)} |")
+    if len(rows) == 1:  # the baseline alone: nothing to compare its steps with
+        return lines
     lines += ["", "Steps to 95 % of the gain over the class-mean baseline up to the lower of the two final values, "
               "variant / baseline (fewer = converges faster):", "",
               "| variant | " + " | ".join(IMS) + " |", "|---" * (len(IMS) + 1) + "|"]
