@@ -2,8 +2,8 @@
 
 A stage opens each dataset it reads once (`open_dataset`: the deep check, sha256 of every shard) and hands the
 `Dataset` on; nothing after that checks the shards again. Reading goes through the shards in manifest order,
-one after another, with the reader of the tars that shards.tar writes (WebDataset's records, ~20x faster than
-tarfile), so memory holds one chunk, whatever the size of the dataset.
+one after another, with the reader of the tars that shards.tar writes (WebDataset's records, without tarfile's
+generic header parsing), so memory holds one chunk, whatever the size of the dataset.
 """
 
 from __future__ import annotations
@@ -108,12 +108,12 @@ def group_records(members: Iterator[tuple[str, bytes]]) -> Iterator[dict]:
 
 def decode_array(data: bytes) -> np.ndarray:
     """An .npy member's bytes -> a writable array, without pickles. Every record of a dataset has the same few
-    headers, so each is parsed once (np.load parses it per call: 5 s per 60,000 arrays)."""
+    headers, so each is parsed once (np.load parses it per call: 5.2 s of evaluate's 60,000 arrays, profiled)."""
     version = data[6]
     length_bytes = 2 if version == 1 else 4
     start = 8 + length_bytes
     end = start + int.from_bytes(data[8:start], "little")
-    shape, fortran_order, dtype = _npy_header(bytes(data[:end]))
+    shape, fortran_order, dtype = _npy_header(data[:end])
     count = int(np.prod(shape))
     array = np.frombuffer(data, dtype=dtype, count=count, offset=end)
     return array.reshape(shape, order="F" if fortran_order else "C").copy()

@@ -1,9 +1,9 @@
 """A minimal tar writer and reader for shards: the writer byte for byte what webdataset's `TarWriter(mtime=0)`
-writes, ~10x faster; the reader reads exactly what it writes, ~20x faster than tarfile.
+writes, ~10x faster; the reader reads exactly what it writes, ~4x faster than tarfile lists it.
 
 Python's tarfile builds and parses every header through generic PAX machinery: for three members per sample that
-was half of all shard-writing time (BENCHMARKS.md), and reading a 10,000-sample dataset of eight members each took
-~7 s of a stage's time, twice (the deep check, then the samples). Shard members only ever need the plain ustar
+was half of all shard-writing time (BENCHMARKS.md), and the 80,000 members of 10,000 counterfactuals take it
+1.70 s to list; `read_members` reads them, data included, in 0.39 s (median of 5, one thread). Shard members only ever need the plain ustar
 case: short ASCII names, regular files, fixed owner, mode and time. So the header is a fixed template where only
 the name, the size and the checksum change. tests/test_tar.py checks the bytes against webdataset's writer and
 the records against webdataset's reader.
