@@ -2,7 +2,8 @@
 
 Writes the student checkpoint and its model card (data/students/<im>, DVC-cached) and, where git tracks them
 (data/metrics/students/<im>): DVCLive's metrics.json (held-out fidelity from the first evaluation on; at the end
-the trivial per-class-mean baseline and the parameter counts beside it), the curves (fidelity.tsv: the headline
+the trivial per-class-mean baseline, the same fidelity on as many training samples, and the parameter counts
+beside them), the curves (fidelity.tsv: the headline
 metric and the baseline per evaluation; losses.tsv) and a grid of held-out samples (the teacher's, then the
 student's at 1/8, 1/4 and 1/2 of training and at the end). A killed run
 resumes from its last checkpoint when params, teacher samples and code are unchanged (`SKDCGN_RESUME=0`: start
@@ -24,7 +25,7 @@ from pipeline.common import (DATA, RESUME_DIR, SHOWN, exit_on_error, may_resume,
 from pipeline.params import Params
 from skdcgn.distillation.checkpoints import save_student
 from skdcgn.distillation.data import training_data
-from skdcgn.distillation.heldout import ShardSamples, baseline_fidelity, grid_samples
+from skdcgn.distillation.heldout import ShardSamples, baseline_fidelity, grid_samples, heldout_fidelity
 from skdcgn.distillation.loop import distill
 from skdcgn.distillation.model_card import model_card
 from skdcgn.distillation.students import ProjectionDiscriminator, StudentGenerator, count_parameters
@@ -168,6 +169,10 @@ def main() -> None:
             live.summary["baseline"] = baseline
             curve = [(step, metrics[HEADLINE[im]]) for step, metrics in callback.evals]
             live.summary["steps_to_95pct_gain"] = steps_to_gain(curve, baseline[HEADLINE[im]])
+            # The same measure on as many of the samples it trained on: the gap to `heldout` is what it
+            # memorised rather than learned (the data-efficiency study).
+            live.summary["train_samples"] = heldout_fidelity(
+                student, ShardSamples(train_set, device, limit=heldout_set.num_samples))
             live.summary["parameters"] = parameters = {"student": count_parameters(student),
                                                        "teacher": train_set.info["teacher_parameters"]}
         training = training_summary(params, settings, loss, train_set.num_samples)

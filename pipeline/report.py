@@ -39,7 +39,7 @@ from skdcgn.utils.atomic import atomic_file  # noqa: E402
 
 RESULTS = Path("results")
 LOSS_STUDIES = ("kl", "kl_place", "pixel", "objective")
-MASK_STUDY, DENOISE_STUDY, TRANSPARENT_STUDY = "masks", "denoise", "transparent"
+MASK_STUDY, DENOISE_STUDY, TRANSPARENT_STUDY, DATA_STUDY = "masks", "denoise", "transparent", "data"
 # SKDCGN paper, Table 1: real-vs-counterfactual classifier, train / test accuracy in %.
 PAPER_TABLE1 = {"noise": (99.9, 14.96), "rotation": (99.1, 13.51), "transparency": (94.7, 58.86)}
 UNITS = {"mask_iou": "IoU", "psnr": "PSNR dB"}
@@ -254,6 +254,11 @@ def _ratio_cell(run: Run) -> str:
     return _number(statistics.fmean(ratios)) + (f" ± {statistics.stdev(ratios):,.3f}" if len(ratios) > 1 else "")
 
 
+def _fidelity_cell(run: Run, im: str, samples: str) -> str:
+    """A student's headline fidelity on `samples`: heldout, or train_samples (as many of those it trained on)."""
+    return _cell(run, STUDENT.format(im=im), samples, HEADLINE[im], digits=DIGITS[HEADLINE[im]])
+
+
 def _changes(study: str, variant: str) -> str:
     return ", ".join(setting(k, v) for k, v in STUDIES[study][variant].items()) or "(baseline)"
 
@@ -268,7 +273,7 @@ def loss_tables(runs: dict[str, Run], teacher: str, curves: dict) -> list[str]:
     lines = ["| variant | overrides | seeds | " + " | ".join(head) + " | OOD accuracy | student / teacher |",
              "|---" * (len(head) + 5) + "|"]
     for variant, changes, run in rows:
-        cells = [f"{_cell(run, STUDENT.format(im=im), 'heldout', HEADLINE[im], digits=DIGITS[HEADLINE[im]])} "
+        cells = [f"{_fidelity_cell(run, im, 'heldout')} "
                  f"({_number(_leaf(run.metrics, STUDENT.format(im=im), 'steps_to_95pct_gain'), 0)})" for im in IMS]
         lines.append(f"| {variant} | `{changes}` | {len(run.runs)} | " + " | ".join(cells)
                      + f" | {_cell(run, EVALUATE, 'student', 'accuracy')} | {_ratio_cell(run)} |")
@@ -297,11 +302,43 @@ def verdicts(runs: dict[str, Run], teacher: str, curves: dict) -> list[str]:
                      f"{'held' if len(faster) >= 2 else 'not held'}.")
     pixel = variants(runs, teacher, "pixel")
     if {"l1", "l2"} <= set(pixel):
-        worse = [im for im in IMS if below([run.final(im) for run in pixel["l2"].runs],
-                                           [run.final(im) for run in pixel["l1"].runs])]
+        worse = ended_lower(pixel["l2"], pixel["l1"])
         lines.append(f"- *L2 is worse than L1*: L2 ends lower on {len(worse)} of 3 students "
                      f"({', '.join(worse) or 'none'}): {'held' if len(worse) >= 2 else 'not held'}.")
+    return lines + objective_verdicts(variants(runs, teacher, "objective"))
+
+
+def objective_verdicts(objective: dict[str, Run]) -> list[str]:
+    """What the adversarial and feature terms do to each student, for all three at once and for the colour
+    students alone, against the pixel loss alone."""
+    control, lines = objective.get("pixel-only"), []
+    if control is None:
+        return lines
+    full = objective.get("full")
+    if full and full.rev != control.rev:
+        helped = set(ended_lower(control, full))
+        lines.append(f"- *The adversarial and feature terms help the colour students* (full objective vs pixel "
+                     f"loss only): {_outcome(full, control)}: "
+                     f"{'held' if {'texture', 'background'} <= helped else 'not held'}.")
+    mixed = objective.get("per-mechanism")
+    if mixed and mixed.rev != control.rev:
+        lines.append(f"- *The full objective for the colour students alone* (per-mechanism vs pixel loss only): "
+                     f"{_outcome(mixed, control)}.")
     return lines
+
+
+def ended_lower(variant: Run, control: Run) -> list[str]:
+    """The students whose final fidelity in `variant` lies below `control`'s by more than the seed spread."""
+    return [im for im in IMS if below([run.final(im) for run in variant.runs],
+                                      [run.final(im) for run in control.runs])]
+
+
+def _outcome(variant: Run, control: Run) -> str:
+    higher, lower = ended_lower(control, variant), ended_lower(variant, control)
+    same = [im for im in IMS if im not in higher + lower]
+    parts = [f"{word} on {', '.join(ims)}" for word, ims in
+             (("higher", higher), ("lower", lower), ("no difference beyond the spread", same)) if ims]
+    return "; ".join(parts)
 
 
 def mask_table(runs: dict[str, Run], teacher: str) -> list[str]:
@@ -351,6 +388,25 @@ def transparency_section(runs: dict[str, Run], teacher: str) -> list[str]:
                f"{'held' if higher else 'not held'}.")
     return ["### Claim (e): transparent masks on the teacher's counterfactuals and the students'", "", *lines, "",
             verdict, ""]
+
+
+def data_section(runs: dict[str, Run], teacher: str) -> list[str]:
+    """Data efficiency: each student's fidelity on held-out samples and on as many of its training samples, and
+    the invariant classifier's OOD accuracy, against the teacher samples per class it learned from."""
+    found = sorted(variants(runs, teacher, DATA_STUDY).values(), key=lambda run: run.params["generate"]["per_class"])
+    if len(found) < 2:
+        return []
+    head = [f"{im} {UNITS[HEADLINE[im]]}: held-out / train" for im in IMS]
+    lines = ["| teacher samples per class | seeds | " + " | ".join(head) + " | OOD accuracy | student / teacher |",
+             "|---" * (len(head) + 4) + "|"]
+    for run in found:
+        cells = [f"{_fidelity_cell(run, im, 'heldout')} / {_fidelity_cell(run, im, 'train_samples')}" for im in IMS]
+        lines.append(f"| {run.params['generate']['per_class']:,} | {len(run.runs)} | " + " | ".join(cells)
+                     + f" | {_cell(run, EVALUATE, 'student', 'accuracy')} | {_ratio_cell(run)} |")
+    return ["### Data efficiency: teacher samples per class", "",
+            "Train: the same measure on as many of the samples the student trained on (the first of its training "
+            "set) as there are held-out ones; where it lies above the held-out figure, the student memorised what "
+            "it did not learn.", "", *lines, ""]
 
 
 def plot_curves(path: Path, named_curves: dict[str, dict[str, list]]) -> None:
@@ -413,7 +469,8 @@ def teacher_section(runs: dict[str, Run], teacher: str, out: Path, defaults: dic
             "classifier is trained on the changed counterfactuals and tested on the OOD set.", "",
             *mask_table(runs, teacher), "", f"![counterfactuals per mask change]({figures.name}/{teacher}-masks.png)",
             "", "### Mask denoising (3x3 median) of teacher and student counterfactuals", "",
-            *denoise_table(runs, teacher), "", *transparency_section(runs, teacher), "Commands of these runs:", "",
+            *denoise_table(runs, teacher), "", *transparency_section(runs, teacher), *data_section(runs, teacher),
+            "Commands of these runs:", "",
             "```",
             *commands(runs, teacher, defaults), "```", ""]
 

@@ -27,19 +27,23 @@ import yaml
 
 from pipeline.params import PARAMS_FILE, ParamError, parse
 from pipeline.profile import merged, nested, override, overrides, params_keys
+from skdcgn.mechanisms import IMS
 from skdcgn.settings import LossSettings
 
 OBJECTIVE_OFF = {"loss.adversarial_weight": 0.0, "loss.feature_weight": 0.0, "loss.kl_weight": 0.0}
 # The library's default weights: the full objective stays what LossSettings says, not a copy of its numbers.
 FULL_OBJECTIVE = {"loss.adversarial_weight": LossSettings().adversarial_weight,
                   "loss.feature_weight": LossSettings().feature_weight}
+# The full objective for the colour students alone (`ims.<im>.loss`); the shape student keeps the teacher's own.
+COLOUR_FULL = {f"ims.{im}.{key}": value for im in ("texture", "background") for key, value in FULL_OBJECTIVE.items()}
 # study -> variant -> overrides. A variant with no overrides is the control: the teacher's own params.
 STUDIES: dict[str, dict[str, dict[str, object]]] = {
     "kl": {"kl-0": {"loss.kl_weight": 0.0}, "kl-0.5": {"loss.kl_weight": 0.5}, "kl-1": {"loss.kl_weight": 1.0}},
     "kl_place": {place: {"loss.kl_weight": 1.0, "loss.kl_on": place.removeprefix("kl-")}
                  for place in ("kl-features", "kl-last_layer", "kl-pixels")},
     "pixel": {"l1": {"loss.pixel": "l1"}, "l2": {"loss.pixel": "l2"}},
-    "objective": {"pixel-only": OBJECTIVE_OFF, "full": {**FULL_OBJECTIVE, "loss.kl_weight": 0.0}},
+    "objective": {"pixel-only": OBJECTIVE_OFF, "full": {**FULL_OBJECTIVE, "loss.kl_weight": 0.0},
+                  "per-mechanism": COLOUR_FULL},
     "masks": {"none": {}, "noise": {"compose.mask_noise_std": 0.2}, "rotation": {"compose.mask_rotation": 30.0},
               "transparency": {"compose.mask_transparency": 0.5}},
     "denoise": {"speckled": {"compose.mask_denoise": False}, "denoised": {"compose.mask_denoise": True}},
@@ -47,6 +51,8 @@ STUDIES: dict[str, dict[str, dict[str, object]]] = {
     # scaled to 3/4, or to 1/4), on the teacher's counterfactuals and the students' alike.
     "transparent": {f"transparent-{t}": {"compose.mask_transparency": t, "compose.teacher_mask_transparency": t}
                     for t in (0.25, 0.75)},
+    # Data efficiency: the teacher samples per class each student learns from (held-out ones stay as they are).
+    "data": {f"per-class-{n}": {"generate.per_class": n} for n in (250, 1000, 4000)},
 }
 PATH_KEYS = ("teacher.cgn-mnist.checkpoint", "evaluate.mnist_dir", "evaluate.textures_dir")
 
@@ -82,24 +88,33 @@ def copied_inputs(values: dict, root: Path = Path(".")) -> list[str]:
 def experiments(name: str, base: dict, studies: list[str], root: Path = Path("."), seeds: int = 1) -> dict[str, dict]:
     """Experiment name -> its full dotted overrides, one per distinct variant and seed, training runs first.
 
-    A variant whose overrides leave the teacher's params as they are is the baseline. With `seeds` > 1 each
+    A variant whose overrides leave the teacher's effective settings as they are is the baseline (e.g. the full
+    objective for the colour students of a teacher that has it for all three), and variants with equal effective
+    settings run once. With `seeds` > 1 each
     variant also runs with the next seeds (`seed` + 1, ...), named `<experiment>-seed<k>`: the report pools them
     into a mean and a spread. Each variant's merged params are checked against the schema, so a bad study fails
     here, before anything is queued."""
     defaults = yaml.safe_load((root / PARAMS_FILE).read_text())
     own = merged(defaults, nested(base))
     queued: dict[str, tuple[int, dict]] = {f"{name}-baseline": (0, base)}
-    seen = [own]
+    seen = [effective(own)]
     for study in studies:
         for variant, changes in STUDIES[study].items():
             params = merged(own, nested(changes))
-            parse(params)
-            if params not in seen:  # e.g. kl-1 and kl-features: one run
-                seen.append(params)
+            if effective(params) not in seen:  # e.g. kl-1 and kl-features: one run
+                seen.append(effective(params))
                 queued[f"{name}-{variant}"] = (1 + compose_only(params, own), {**base, **changes})
     first = int(own.get("seed", 0))
     return {label + (f"-seed{k}" if k else ""): ({**values, "seed": first + k} if k else values)
             for label, (_, values) in sorted(queued.items(), key=lambda item: item[1][0]) for k in range(seeds)}
+
+
+def effective(params: dict) -> dict:
+    """What a run computes from `params` (validated): each student's `train` and `loss` with its `ims.<im>`
+    overrides laid over them, and every other group as it is."""
+    parsed = parse(params)
+    students = {im: (parsed.train_for(im).model_dump(), parsed.loss_for(im).model_dump()) for im in IMS}
+    return {**parsed.model_dump(exclude={"train", "loss", "ims"}), "students": students}
 
 
 def compose_only(params: dict, own: dict) -> bool:

@@ -125,7 +125,7 @@ def test_metrics_show_reports_fidelity_baselines_sizes_and_accuracies(repo):
     files = metrics(repo)
     shape = files["data/metrics/students/shape/live/metrics.json"]
     assert {"l1", "psnr", "ssim", "mask_iou", "mask_mean"} <= set(shape["heldout"])
-    assert set(shape["baseline"]) == set(shape["heldout"])
+    assert set(shape["baseline"]) == set(shape["heldout"]) == set(shape["train_samples"])
     assert shape["parameters"]["student"] > 0 and shape["parameters"]["teacher"] > 0
     assert shape["steps_to_95pct_gain"] in (8, 16)  # an eval step: eval_every 8 of 16 shape steps
     assert set(files["data/metrics/students/texture/live/metrics.json"]["heldout"]) == {"l1", "psnr", "ssim"}

@@ -14,7 +14,7 @@ from PIL import Image
 
 from pipeline.profile import merged, nested
 from pipeline.report import Run, curve, parse_experiments, steps_to_common, variants, write_report
-from pipeline.studies import experiments, queue_commands, teacher_params
+from pipeline.studies import COLOUR_FULL, OBJECTIVE_OFF, experiments, queue_commands, teacher_params
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULTS = yaml.safe_load((ROOT / "params.yaml").read_text())
@@ -22,9 +22,11 @@ SHAPE_STEPS = (100, 200, 300)
 
 
 def fake_run(name: str, changes: dict, finals: dict[str, float], speed: float = 1.0,
-             teacher_accuracy: float = 0.9) -> tuple[Run, dict]:
-    """A run with `changes` over the defaults, its students ending at `finals`; `speed` > 1 gets there sooner."""
+             teacher_accuracy: float = 0.9, memorised: float = 0.0) -> tuple[Run, dict]:
+    """A run with `changes` over the defaults, its students ending at `finals` (and `memorised` higher on their
+    training samples); `speed` > 1 gets there sooner."""
     metrics = {f"data/metrics/students/{im}/live/metrics.json": {"heldout": {key: value}, "baseline": {key: 0.0},
+                                                         "train_samples": {key: value + memorised},
                                                          "steps_to_95pct_gain": 200}
                for im, key, value in (("shape", "mask_iou", finals["shape"]), ("texture", "psnr", finals["texture"]),
                                       ("background", "psnr", finals["background"]))}
@@ -54,6 +56,22 @@ def study_runs():
         for im, text in curves.items():
             files[(f"data/metrics/students/{im}/fidelity.tsv", runs[name].rev)] = text
         files[("data/metrics/counterfactuals/grid.png", runs[name].rev)] = png_bytes()
+    return runs, reader(files)
+
+
+def seeded_runs(specs: dict[str, tuple[dict, list[tuple]]]):
+    """Runs named as the studies name them, `synthetic-<variant>[-seed<k>]`, and a dvc.api.read over their
+    files: variant -> (its changes, per seed (shape, texture, background finals[, teacher accuracy]))."""
+    runs, files = {}, {}
+    for variant, (changes, per_seed) in specs.items():
+        for seed, (shape, texture, background, *teacher_accuracy) in enumerate(per_seed):
+            name = f"synthetic-{variant}" + (f"-seed{seed}" if seed else "")
+            runs[name], curves = fake_run(name, {**changes, "seed": seed},
+                                          {"shape": shape, "texture": texture, "background": background},
+                                          teacher_accuracy=(teacher_accuracy or [0.9])[0])
+            files.update({(f"data/metrics/students/{im}/fidelity.tsv", runs[name].rev): text
+                          for im, text in curves.items()})
+            files[("data/metrics/counterfactuals/grid.png", runs[name].rev)] = png_bytes()
     return runs, reader(files)
 
 
@@ -119,18 +137,10 @@ def test_over_seeds_the_report_gives_mean_and_spread_and_calls_only_differences_
     """Three seeds per variant: each figure is a mean ± standard deviation, and L2 counts as worse only where
     its runs lie below L1's by more than the spread (shape and background; texture is lower on average, by less
     than its spread)."""
-    finals = {"baseline": ({}, [(0.80, 36.2, 49.0), (0.82, 36.3, 49.1), (0.84, 36.4, 49.2)]),
-              "l2": ({"loss.pixel": "l2"}, [(0.70, 35.9, 47.0), (0.71, 36.2, 47.1), (0.72, 36.5, 47.2)])}
-    runs, files = {}, {}
-    for variant, (changes, per_seed) in finals.items():
-        for seed, (shape, texture, background) in enumerate(per_seed):
-            name = f"synthetic-{variant}" + (f"-seed{seed}" if seed else "")
-            runs[name], curves = fake_run(name, {**changes, "seed": seed},
-                                          {"shape": shape, "texture": texture, "background": background})
-            files.update({(f"data/metrics/students/{im}/fidelity.tsv", runs[name].rev): text
-                          for im, text in curves.items()})
-            files[("data/metrics/counterfactuals/grid.png", runs[name].rev)] = png_bytes()
-    text = write_report(runs, ["synthetic"], tmp_path, DEFAULTS, reader(files)).read_text()
+    runs, read = seeded_runs({
+        "baseline": ({}, [(0.80, 36.2, 49.0), (0.82, 36.3, 49.1), (0.84, 36.4, 49.2)]),
+        "l2": ({"loss.pixel": "l2"}, [(0.70, 35.9, 47.0), (0.71, 36.2, 47.1), (0.72, 36.5, 47.2)])})
+    text = write_report(runs, ["synthetic"], tmp_path, DEFAULTS, read).read_text()
     assert "| baseline | `(the teacher's own params)` | 3 | 0.820 ± 0.020 (200) | 36.30 ± 0.10 (200) |" in text
     assert "L2 ends lower on 2 of 3 students (shape, background): held." in text
     assert "dvc exp run -n synthetic-l2-seed2 -S seed=2 -S loss.pixel=l2" in text  # every seed's command
@@ -142,17 +152,9 @@ def test_claim_e_is_held_only_for_a_transparency_above_the_opaque_masks_beyond_t
                                        [0.80, 0.81, 0.82]),
                   "transparent-0.75": ({"compose.mask_transparency": 0.75, "compose.teacher_mask_transparency": 0.75},
                                        [0.76, 0.79, 0.82])}
-    runs, files = {}, {}
-    for variant, (changes, per_seed) in accuracies.items():
-        for seed, accuracy in enumerate(per_seed):
-            name = f"synthetic-{variant}" + (f"-seed{seed}" if seed else "")
-            runs[name], curves = fake_run(name, {**changes, "seed": seed},
-                                          {"shape": 0.8, "texture": 36.0, "background": 49.0},
-                                          teacher_accuracy=accuracy)
-            files.update({(f"data/metrics/students/{im}/fidelity.tsv", runs[name].rev): text
-                          for im, text in curves.items()})
-            files[("data/metrics/counterfactuals/grid.png", runs[name].rev)] = png_bytes()
-    text = write_report(runs, ["synthetic"], tmp_path, DEFAULTS, reader(files)).read_text()
+    runs, read = seeded_runs({variant: (changes, [(0.8, 36.0, 49.0, accuracy) for accuracy in per_seed])
+                              for variant, (changes, per_seed) in accuracies.items()})
+    text = write_report(runs, ["synthetic"], tmp_path, DEFAULTS, read).read_text()
     assert "| transparent-0.25 | `compose.mask_transparency=0.25, compose.teacher_mask_transparency=0.25` | 3 " \
            "| 0.810 ± 0.010 |" in text
     # 0.75 is higher on average (0.790 vs 0.780) but within its spread: only 0.25 counts.
@@ -160,6 +162,37 @@ def test_claim_e_is_held_only_for_a_transparency_above_the_opaque_masks_beyond_t
     # among the loss variants has no steps to compare.
     assert "| 0.900 ± 0.000 | 1.154 ± 0.015 |" in text and "Steps to 95 %" not in text
     assert "beyond the seed spread for transparent-0.25: held." in text
+
+
+def test_the_objective_verdicts_say_which_students_the_terms_move_beyond_the_spread(tmp_path):
+    """A pixel-only baseline (as the CGN-MNIST profile): the full objective helps texture and background beyond
+    the spread and leaves the shape within it; for the colour students alone only the texture moves."""
+    pixel_only = {key: value for key, value in OBJECTIVE_OFF.items() if key != "loss.kl_weight"}
+    runs, read = seeded_runs({
+        "baseline": (pixel_only, [(0.85, 40.0, 42.0), (0.86, 40.1, 42.1), (0.87, 40.2, 42.2)]),
+        "full": ({}, [(0.86, 41.0, 43.0), (0.86, 41.1, 43.1), (0.86, 41.2, 43.2)]),
+        "per-mechanism": ({**pixel_only, **COLOUR_FULL}, [(0.85, 40.9, 42.0), (0.86, 41.0, 42.2), (0.87, 41.1, 42.4)]),
+    })
+    text = write_report(runs, ["synthetic"], tmp_path, DEFAULTS, read).read_text()
+    assert ("*The adversarial and feature terms help the colour students* (full objective vs pixel loss only): "
+            "higher on texture, background; no difference beyond the spread on shape: held.") in text
+    assert ("*The full objective for the colour students alone* (per-mechanism vs pixel loss only): higher on "
+            "texture; no difference beyond the spread on shape, background.") in text
+    assert "| per-mechanism | `ims.texture.loss.adversarial_weight=0.01, ims.texture.loss.feature_weight=1.0, " in text
+
+
+def test_the_data_table_gives_held_out_and_train_fidelity_per_teacher_samples_per_class(study_runs, tmp_path):
+    """The baseline (1,000 per class, the default) is the data study's middle row; fewer samples, more memorised."""
+    runs, read = study_runs
+    for per_class, memorised in ((250, 0.05), (4000, 0.0)):
+        name = f"synthetic-per-class-{per_class}"
+        runs[name], _ = fake_run(name, {"generate.per_class": per_class},
+                                 {"shape": 0.80, "texture": 36.0, "background": 49.0}, memorised=memorised)
+    text = write_report(runs, ["synthetic"], tmp_path, DEFAULTS, read).read_text()
+    table = text.split("### Data efficiency")[1].split("Commands")[0]
+    rows = [line for line in table.splitlines() if line.startswith("| ") and line[2].isdigit()]
+    assert [row.split(" | ")[0] for row in rows] == ["| 250", "| 1,000", "| 4,000"]
+    assert "| 250 | 1 | 0.800 / 0.850 | 36.00 / 36.05 | 49.00 / 49.05 | 0.900 | 1.000 |" in rows
 
 
 def test_a_teacher_without_baseline_is_refused_in_one_line(study_runs, tmp_path):
@@ -228,6 +261,17 @@ def test_each_variant_is_queued_at_every_seed_compose_only_variants_still_last()
     assert [queued[f"synthetic-l2{suffix}"].get("seed") for suffix in ("", "-seed1", "-seed2")] == [None, 1, 2]
     assert list(queued)[-3:] == ["synthetic-transparency", "synthetic-transparency-seed1",
                                  "synthetic-transparency-seed2"]
+
+
+def test_variants_with_the_teachers_effective_settings_are_not_queued_again():
+    """On a teacher with the full objective the colour students' full objective changes nothing (and the pixel
+    loss alone is a new run); on a pixel-only teacher it is the per-mechanism run, whose shape student keeps
+    the baseline's params (its distill stage comes from the run-cache)."""
+    full_teacher = experiments("synthetic", {}, ["objective"], ROOT)
+    assert list(full_teacher) == ["synthetic-baseline", "synthetic-pixel-only"]
+    pixel_teacher = experiments("cgn", dict(OBJECTIVE_OFF), ["objective"], ROOT)
+    assert list(pixel_teacher) == ["cgn-baseline", "cgn-full", "cgn-per-mechanism"]
+    assert not any(key.startswith("ims.shape") for key in pixel_teacher["cgn-per-mechanism"])
 
 
 def test_a_bad_study_setting_fails_in_one_line_before_anything_is_queued():

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from skdcgn.distillation.data import PairedSamples
-from skdcgn.distillation.heldout import heldout_fidelity
+from skdcgn.distillation.heldout import ShardSamples, heldout_fidelity
 from skdcgn.distillation.loop import distill
 from skdcgn.distillation.students import ProjectionDiscriminator, StudentGenerator
 from skdcgn.settings import LossSettings, TrainSettings
@@ -76,6 +76,18 @@ def test_class_means_are_the_stored_ones_and_match_the_in_memory_sums(dataset):
     loaded = open_dataset(dataset).load()
     in_memory = PairedSamples(loaded["z"], loaded["label"], loaded["image"], (0.0, 255.0))
     assert torch.equal(stream(dataset).class_mean_images(), in_memory.class_mean_images())
+
+
+@pytest.mark.parametrize("limit, sizes", [(25, [10, 10, 5]), (None, [10] * 6), (1000, [10] * 6)])
+def test_shard_samples_gives_the_first_samples_in_order_with_their_own_labels(dataset, limit, sizes):
+    """The train-sample fidelity reads a prefix of the training set: in manifest order, each image with its
+    own noise and label, and no further than the limit (or the set's end)."""
+    chunks = list(ShardSamples(open_dataset(dataset), limit=limit).chunks(10))
+    assert [len(y) for _, y, _ in chunks] == sizes
+    z, y, images = (torch.cat(column) for column in zip(*chunks))
+    index = torch.arange(sum(sizes))
+    assert torch.equal(z[:, 0], index.float()) and torch.equal(y, index % 10)
+    assert torch.equal(images.flatten(1).float().mean(1), index.float())
 
 
 def test_a_student_trains_from_a_stream(tmp_path):

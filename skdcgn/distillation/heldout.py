@@ -24,15 +24,22 @@ class HeldoutSamples(Protocol):
 
 
 class ShardSamples:
-    """An opened dataset's samples in manifest order, `size` at a time, on a device."""
+    """An opened dataset's samples in manifest order, `size` at a time, on a device; with `limit`, its first
+    `limit` samples only (a teacher's samples cycle through the classes, so any prefix is class-balanced)."""
 
-    def __init__(self, dataset: Dataset, device: torch.device | str = "cpu"):
+    def __init__(self, dataset: Dataset, device: torch.device | str = "cpu", limit: int | None = None):
         self.dataset, self.device, self.value_range = dataset, torch.device(device), dataset.value_range
+        self.limit = dataset.num_samples if limit is None else min(limit, dataset.num_samples)
 
     def chunks(self, size: int) -> Iterator[Batch]:
-        for chunk in self.dataset.chunks(size):
-            yield (chunk["z"].float().to(self.device), chunk["label"].to(self.device),
-                   chunk["image"].to(self.device))
+        left = self.limit
+        for chunk in self.dataset.chunks(min(size, left)):
+            n = min(left, len(chunk["label"]))
+            yield (chunk["z"][:n].float().to(self.device), chunk["label"][:n].to(self.device),
+                   chunk["image"][:n].to(self.device))
+            left -= n
+            if not left:
+                return
 
 
 @torch.no_grad()
