@@ -209,10 +209,11 @@ def _common_steps(run: Run, control: Run, im: str, curves: dict) -> tuple[int, i
 
 
 def _steps_per_seed(run: Run, control: Run, im: str, curves: dict) -> tuple[list[int], list[int]]:
-    """Each seed's steps to the common target of the seed-mean curves: the spread of the convergence figure."""
+    """Each seed's steps to the common target of the seed-mean curves: the spread of the convergence figure. A
+    seed that never reaches that target (its own curve ends below the mean) counts its last step, as
+    steps_to_gain counts a run that never beats its baseline."""
     target = common_target(mean_curve(curves[run.rev][im]), mean_curve(curves[control.rev][im]), _floor(control, im))
-    return ([steps_to_reach(c, target) for c in curves[run.rev][im]],
-            [steps_to_reach(c, target) for c in curves[control.rev][im]])
+    return tuple([steps_to_reach(c, target) or c[-1][0] for c in curves[side.rev][im]] for side in (run, control))
 
 
 def below(a: list[float], b: list[float]) -> bool:
@@ -305,6 +306,9 @@ def verdicts(runs: dict[str, Run], teacher: str, curves: dict) -> list[str]:
         worse = ended_lower(pixel["l2"], pixel["l1"])
         lines.append(f"- *L2 is worse than L1*: L2 ends lower on {len(worse)} of 3 students "
                      f"({', '.join(worse) or 'none'}): {'held' if len(worse) >= 2 else 'not held'}.")
+    if {"l1", "l2-shape"} <= set(pixel):
+        outcome = _outcome(pixel["l2-shape"], pixel["l1"])
+        lines.append(f"- *L2 for the shape student alone* (l2-shape vs l1): {outcome}.")
     return lines + objective_verdicts(variants(runs, teacher, "objective"))
 
 

@@ -139,11 +139,24 @@ def test_over_seeds_the_report_gives_mean_and_spread_and_calls_only_differences_
     than its spread)."""
     runs, read = seeded_runs({
         "baseline": ({}, [(0.80, 36.2, 49.0), (0.82, 36.3, 49.1), (0.84, 36.4, 49.2)]),
-        "l2": ({"loss.pixel": "l2"}, [(0.70, 35.9, 47.0), (0.71, 36.2, 47.1), (0.72, 36.5, 47.2)])})
+        "l2": ({"loss.pixel": "l2"}, [(0.70, 35.9, 47.0), (0.71, 36.2, 47.1), (0.72, 36.5, 47.2)]),
+        "l2-shape": ({"ims.shape.loss.pixel": "l2"}, [(0.86, 36.2, 49.0), (0.87, 36.3, 49.1), (0.88, 36.4, 49.2)])})
     text = write_report(runs, ["synthetic"], tmp_path, DEFAULTS, read).read_text()
     assert "| baseline | `(the teacher's own params)` | 3 | 0.820 ± 0.020 (200) | 36.30 ± 0.10 (200) |" in text
     assert "L2 ends lower on 2 of 3 students (shape, background): held." in text
+    assert ("*L2 for the shape student alone* (l2-shape vs l1): higher on shape; no difference beyond the spread "
+            "on texture, background.") in text
     assert "dvc exp run -n synthetic-l2-seed2 -S seed=2 -S loss.pixel=l2" in text  # every seed's command
+
+
+def test_a_seed_that_never_reaches_the_common_target_counts_its_last_step(tmp_path):
+    """KL's third seed ends far below the others (texture 30 dB): the seed-mean target (95 % of 34 dB) lies
+    above its whole curve. It counts its last step (300), so KL is slower there, not a crash."""
+    runs, read = seeded_runs({"baseline": ({}, [(0.80, 36.0, 49.0)] * 3),
+                              "kl-1": ({"loss.kl_weight": 1.0}, [(0.80, 36.0, 49.0)] * 2 + [(0.80, 30.0, 49.0)])})
+    text = write_report(runs, ["synthetic"], tmp_path, DEFAULTS, read).read_text()
+    assert "*KL helps the students converge*: with kl_weight 1 (on features) 0 of 3 students" in text
+    assert "| kl-1 | 300 / 300 | 300 / 300 | 300 / 300 |" in text
 
 
 def test_claim_e_is_held_only_for_a_transparency_above_the_opaque_masks_beyond_the_spread(tmp_path):
