@@ -101,8 +101,9 @@ def experiments(name: str, base: dict, studies: list[str], root: Path = Path("."
     for study in studies:
         for variant, changes in STUDIES[study].items():
             params = merged(own, nested(changes))
-            if effective(params) not in seen:  # e.g. kl-1 and kl-features: one run
-                seen.append(effective(params))
+            settings = effective(params)
+            if settings not in seen:  # e.g. kl-1 and kl-features: one run
+                seen.append(settings)
                 queued[f"{name}-{variant}"] = (1 + compose_only(params, own), {**base, **changes})
     first = int(own.get("seed", 0))
     return {label + (f"-seed{k}" if k else ""): ({**values, "seed": first + k} if k else values)

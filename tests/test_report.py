@@ -279,7 +279,7 @@ def test_each_variant_is_queued_at_every_seed_compose_only_variants_still_last()
 def test_variants_with_the_teachers_effective_settings_are_not_queued_again():
     """On a teacher with the full objective the colour students' full objective changes nothing (and the pixel
     loss alone is a new run); on a pixel-only teacher it is the per-mechanism run, whose shape student keeps
-    the baseline's params (its distill stage comes from the run-cache)."""
+    the baseline's params (its distill stage can come from the run-cache)."""
     full_teacher = experiments("synthetic", {}, ["objective"], ROOT)
     assert list(full_teacher) == ["synthetic-baseline", "synthetic-pixel-only"]
     pixel_teacher = experiments("cgn", dict(OBJECTIVE_OFF), ["objective"], ROOT)
