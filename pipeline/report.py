@@ -6,6 +6,8 @@
 Everything through dvc.api: the experiments of HEAD and its ancestors (`exp_show`), then each run's params,
 metrics, fidelity curves and counterfactual grid from its own commit and the DVC cache. A study's variant is found
 by its params, not its name: the run whose params are the baseline's with the variant's overrides laid over them.
+A study pairs with the newest baseline it ran a variant against: after a profile changes (and its baseline runs
+again), the studies made before the change keep the baseline they were made against, in a section of their own.
 The report is plain Markdown and PNG, so it reads on GitHub without DVC.
 """
 
@@ -15,6 +17,7 @@ import argparse
 import dataclasses
 import io
 import json
+import re
 import statistics
 import sys
 from dataclasses import dataclass, field
@@ -30,7 +33,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 from PIL import Image  # noqa: E402
 
 from pipeline.params import PARAMS_FILE  # noqa: E402
-from pipeline.profile import flat, merged, nested, override, setting  # noqa: E402
+from pipeline.profile import flat, flow, merged, nested, override, setting  # noqa: E402
 from pipeline.studies import STUDIES  # noqa: E402
 from skdcgn.mechanisms import IMS  # noqa: E402
 from skdcgn.metrics.convergence import steps_to_reach  # noqa: E402
@@ -109,17 +112,19 @@ def parse_experiments(rows: list[dict], open_rev=dvc.api.DVCFileSystem) -> dict[
     """Name -> Run from `dvc.api.exp_show` rows, each run's params and metrics files read whole at its revision
     (`open_rev(rev)` gives a file system of that commit). exp_show flattens nested metrics into columns and names a
     column by its file only where two files share a key, so the files themselves are read. A name queued again
-    keeps its newest finished run: exp_show lists baselines from HEAD back and each one's experiments newest first.
+    is its newest finished run (exp_show lists baselines from HEAD back and each one's experiments newest first);
+    the older ones stay as `<name>@<rev>`, for the studies made against an earlier baseline.
     Queued, running and failed runs are left out: a running one shows the metrics of whatever stage it has reached."""
     runs: dict[str, Run] = {}
     for age, row in enumerate(rows):
         name = row.get("Experiment")
-        if not name or name in runs or row.get("State") not in (None, "Success"):
+        if not name or row.get("State") not in (None, "Success"):
             continue
         files = open_rev(rev=row["rev"])
         metrics = {path: json.loads(files.read_text(path)) for path in METRICS_FILES if files.exists(path)}
         if metrics:
-            runs[name] = Run(name, row["rev"], yaml.safe_load(files.read_text(PARAMS_FILE.name)), metrics, age)
+            key = f"{name}@{row['rev'][:7]}" if name in runs else name
+            runs[key] = Run(name, row["rev"], yaml.safe_load(files.read_text(PARAMS_FILE.name)), metrics, age)
     return runs
 
 
@@ -128,10 +133,9 @@ def show_experiments() -> dict[str, Run]:
     return parse_experiments(dvc.api.exp_show(num=-1))
 
 
-def variants(runs: dict[str, Run], teacher: str, study: str) -> dict[str, Run]:
-    """Variant -> the runs of `teacher` with that variant's params, pooled over seeds (the newest run of each
-    seed); variants never run are left out."""
-    baseline = runs[f"{teacher}-baseline"]
+def variants(runs: dict[str, Run], teacher: str, study: str, baseline: Run) -> dict[str, Run]:
+    """Variant -> the runs of `teacher` with that variant's params over `baseline`'s, pooled over seeds (the
+    newest run of each seed); variants never run are left out."""
     found = {}
     for variant, changes in STUDIES[study].items():
         match = seed_group(runs, teacher, merged(baseline.params, nested(changes)))
@@ -156,13 +160,33 @@ def _variant_params(params: dict) -> dict:
     return {key: value for key, value in flat(params) if key != "seed" and key not in SPEED_ONLY}
 
 
-def study_runs(runs: dict[str, Run], teacher: str, studies=tuple(STUDIES)) -> dict[str, tuple[str, Run]]:
-    """Label -> (study, run) of every distinct run the report shows for `teacher`, the baseline first."""
-    baseline = seed_group(runs, teacher, runs[f"{teacher}-baseline"].params)
+def baseline_groups(runs: dict[str, Run], teacher: str) -> list[Run]:
+    """The distinct baselines of `teacher` (runs named `<teacher>-baseline[-seed<k>]`, old ones included), newest
+    first, each pooled over its seeds."""
+    name = re.compile(rf"{re.escape(teacher)}-baseline(-seed\d+)?")
+    groups: list[Run] = []
+    for run in sorted(runs.values(), key=lambda run: run.age):
+        if name.fullmatch(run.name) and all(_variant_params(run.params) != _variant_params(group.params)
+                                            for group in groups):
+            groups.append(seed_group(runs, teacher, run.params))
+    return groups
+
+
+def paired_studies(runs: dict[str, Run], teacher: str, groups: list[Run]) -> dict[str, Run]:
+    """Study -> the newest baseline against which it ran a variant other than that baseline itself; a study
+    that never did pairs with the newest baseline (its tables show the baseline alone)."""
+    def ran_against(study: str, group: Run) -> bool:
+        return any(run.rev != group.rev for run in variants(runs, teacher, study, group).values())
+    return {study: next((group for group in groups if ran_against(study, group)), groups[0]) for study in STUDIES}
+
+
+def study_runs(baseline: Run, found: dict[str, dict[str, Run]], studies=tuple(STUDIES)) -> dict[str, tuple[str, Run]]:
+    """Label -> (study, run) of every distinct run among `found` (study -> variant -> run) for `studies`, the
+    baseline first."""
     shown = {"baseline": ("", baseline)}
     revs = {baseline.rev}
     for study in studies:
-        for variant, run in variants(runs, teacher, study).items():
+        for variant, run in found.get(study, {}).items():
             if run.rev not in revs:
                 revs.add(run.rev)
                 shown[variant] = (study, run)
@@ -264,12 +288,11 @@ def _changes(study: str, variant: str) -> str:
     return ", ".join(setting(k, v) for k, v in STUDIES[study][variant].items()) or "(baseline)"
 
 
-def loss_tables(runs: dict[str, Run], teacher: str, curves: dict) -> list[str]:
+def loss_tables(baseline: Run, found: dict[str, dict[str, Run]], curves: dict) -> list[str]:
     """Final fidelity per student (steps to 95 % of its gain) and steps to a common target against the
     baseline, one row per loss variant."""
-    baseline = runs[f"{teacher}-baseline"]
     rows = [(variant, _changes(study, variant) if study else "(the teacher's own params)", run)
-            for variant, (study, run) in study_runs(runs, teacher, LOSS_STUDIES).items()]
+            for variant, (study, run) in study_runs(baseline, found, LOSS_STUDIES).items()]
     head = [f"{im} {UNITS[HEADLINE[im]]} (steps to 95 %)" for im in IMS]
     lines = ["| variant | overrides | seeds | " + " | ".join(head) + " | OOD accuracy | student / teacher |",
              "|---" * (len(head) + 5) + "|"]
@@ -289,10 +312,10 @@ def loss_tables(runs: dict[str, Run], teacher: str, curves: dict) -> list[str]:
     return lines
 
 
-def verdicts(runs: dict[str, Run], teacher: str, curves: dict) -> list[str]:
+def verdicts(baseline: Run, found: dict[str, dict[str, Run]], curves: dict) -> list[str]:
     """The paper's two loss claims, judged on the headline fidelity of each student."""
-    baseline, lines = runs[f"{teacher}-baseline"], []
-    kl_runs = variants(runs, teacher, "kl")
+    lines = []
+    kl_runs = found.get("kl", {})
     kl = kl_runs.get("kl-1")
     if kl and kl.rev != baseline.rev:
         control = kl_runs.get("kl-0", baseline)
@@ -301,7 +324,7 @@ def verdicts(runs: dict[str, Run], teacher: str, curves: dict) -> list[str]:
                      f"{len(faster)} of 3 students "
                      f"reach the common target in fewer steps ({', '.join(faster) or 'none'}): "
                      f"{'held' if len(faster) >= 2 else 'not held'}.")
-    pixel = variants(runs, teacher, "pixel")
+    pixel = found.get("pixel", {})
     if {"l1", "l2"} <= set(pixel):
         worse = ended_lower(pixel["l2"], pixel["l1"])
         lines.append(f"- *L2 is worse than L1*: L2 ends lower on {len(worse)} of 3 students "
@@ -309,7 +332,7 @@ def verdicts(runs: dict[str, Run], teacher: str, curves: dict) -> list[str]:
     if {"l1", "l2-shape"} <= set(pixel):
         outcome = _outcome(pixel["l2-shape"], pixel["l1"])
         lines.append(f"- *L2 for the shape student alone* (l2-shape vs l1): {outcome}.")
-    return lines + objective_verdicts(variants(runs, teacher, "objective"))
+    return lines + objective_verdicts(found.get("objective", {}))
 
 
 def objective_verdicts(objective: dict[str, Run]) -> list[str]:
@@ -345,11 +368,11 @@ def _outcome(variant: Run, control: Run) -> str:
     return "; ".join(parts)
 
 
-def mask_table(runs: dict[str, Run], teacher: str) -> list[str]:
+def mask_table(masks: dict[str, Run]) -> list[str]:
     """Table 1 of the SKDCGN paper, with the invariant classifier's OOD accuracy beside it."""
     lines = ["| mask change | overrides | real vs CF train | real vs CF test | paper train / test (%) "
              "| OOD accuracy | same-colour accuracy |", "|---" * 7 + "|"]
-    for variant, run in variants(runs, teacher, MASK_STUDY).items():
+    for variant, run in masks.items():
         paper = " / ".join(map(str, PAPER_TABLE1[variant])) if variant in PAPER_TABLE1 else ""
         lines.append(f"| {variant} | `{_changes(MASK_STUDY, variant)}` "
                      f"| {_cell(run, EVALUATE, 'real_vs_counterfactual', 'train_accuracy')} "
@@ -359,21 +382,20 @@ def mask_table(runs: dict[str, Run], teacher: str) -> list[str]:
     return lines
 
 
-def denoise_table(runs: dict[str, Run], teacher: str) -> list[str]:
+def denoise_table(denoise: dict[str, Run]) -> list[str]:
     lines = ["| masks | teacher CFs: OOD accuracy | student CFs: OOD accuracy | student / teacher |",
              "|---" * 4 + "|"]
-    for variant, run in variants(runs, teacher, DENOISE_STUDY).items():
+    for variant, run in denoise.items():
         lines.append(f"| {variant} | {_cell(run, REFERENCE, 'teacher', 'accuracy')} "
                      f"| {_cell(run, EVALUATE, 'student', 'accuracy')} | {_ratio_cell(run)} |")
     return lines
 
 
-def transparency_section(runs: dict[str, Run], teacher: str) -> list[str]:
+def transparency_section(baseline: Run, transparent: dict[str, Run]) -> list[str]:
     """Claim (e): a transparent mask on the teacher's counterfactuals raised the invariant classifier's OOD
     accuracy. Held where a transparency's teacher-counterfactual accuracy is above the opaque baseline's beyond
     the seed spread."""
-    found = {"opaque": seed_group(runs, teacher, runs[f"{teacher}-baseline"].params),
-             **variants(runs, teacher, TRANSPARENT_STUDY)}
+    found = {"opaque": baseline, **transparent}
     if len(found) == 1:
         return []
     lines = ["| masks | overrides | seeds | teacher CFs: OOD accuracy | student CFs: OOD accuracy |", "|---" * 5 + "|"]
@@ -394,10 +416,10 @@ def transparency_section(runs: dict[str, Run], teacher: str) -> list[str]:
             verdict, ""]
 
 
-def data_section(runs: dict[str, Run], teacher: str) -> list[str]:
+def data_section(data: dict[str, Run]) -> list[str]:
     """Data efficiency: each student's fidelity on held-out samples and on as many of its training samples, and
     the invariant classifier's OOD accuracy, against the teacher samples per class it learned from."""
-    found = sorted(variants(runs, teacher, DATA_STUDY).values(), key=lambda run: run.params["generate"]["per_class"])
+    found = sorted(data.values(), key=lambda run: run.params["generate"]["per_class"])
     if len(found) < 2:
         return []
     head = [f"{im} {UNITS[HEADLINE[im]]}: held-out / train" for im in IMS]
@@ -440,11 +462,11 @@ def plot_grids(path: Path, grids: dict[str, bytes]) -> None:
     plt.close(figure)
 
 
-def commands(runs: dict[str, Run], teacher: str, defaults: dict) -> list[str]:
-    """The `dvc exp run` line of each run in the report, from its params against params.yaml's."""
+def commands(baseline: Run, found: dict[str, dict[str, Run]], defaults: dict) -> list[str]:
+    """The `dvc exp run` line of each run in a section, from its params against params.yaml's."""
     base = dict(flat(defaults))
     lines = []
-    for _, pooled_run in study_runs(runs, teacher).values():
+    for _, pooled_run in study_runs(baseline, found).values():
         for run in pooled_run.runs:  # every seed's
             changed = [override(k, v, set(base)) for k, v in flat(run.params) if base.get(k) != v]
             lines.append(" ".join([f"dvc exp run -n {run.name}", *(f"-S {c}" for c in changed)]))
@@ -452,31 +474,67 @@ def commands(runs: dict[str, Run], teacher: str, defaults: dict) -> list[str]:
 
 
 def teacher_section(runs: dict[str, Run], teacher: str, out: Path, defaults: dict, read=dvc.api.read) -> list[str]:
-    trained = {label: run for label, (_, run) in study_runs(runs, teacher, LOSS_STUDIES).items()}
-    curves = {run.rev: {im: [curve(member, im, read) for member in run.runs] for im in IMS}
-              for run in trained.values()}
-    named = {label: {im: mean_curve(curves[run.rev][im]) for im in IMS} for label, run in trained.items()}
-    figures = out / "figures"
+    """One section per baseline that a study pairs with (the newest always), each with its studies' tables."""
+    groups = baseline_groups(runs, teacher)
+    paired = paired_studies(runs, teacher, groups)
+    lines = []
+    for index, baseline in enumerate(groups):
+        found = {study: variants(runs, teacher, study, baseline) for study, group in paired.items()
+                 if group.rev == baseline.rev}
+        if index == 0:
+            lines += [f"## Teacher: {teacher}", ""]
+        elif found:
+            lines += [f"## Teacher: {teacher}, studies against an earlier baseline", "",
+                      "Made before the baseline last changed. Its settings that differ from the current baseline's: "
+                      + _differences(baseline.params, groups[0].params) + ".", ""]
+        else:
+            continue
+        stem = teacher + (f"-{baseline.rev[:7]}" if index else "")
+        lines += baseline_section(baseline, found, out / "figures", stem, defaults, read, newest=index == 0)
+    return lines
+
+
+def baseline_section(baseline: Run, found: dict[str, dict[str, Run]], figures: Path, name: str, defaults: dict,
+                     read, newest: bool) -> list[str]:
+    """The tables of the studies in `found` (study -> variant -> run) against `baseline`; the newest baseline
+    always shows its own fidelity, its masks and its denoising row."""
     figures.mkdir(parents=True, exist_ok=True)
-    plot_curves(figures / f"{teacher}-curves.png", named)
-    masks = variants(runs, teacher, MASK_STUDY)
-    grids = {variant: read("data/metrics/counterfactuals/grid.png", rev=run.rev, mode="rb")
-             for variant, run in masks.items()}
-    plot_grids(figures / f"{teacher}-masks.png", grids)
-    heldout = runs[f"{teacher}-baseline"].params["generate"]["heldout_per_class"]
-    return [f"## Teacher: {teacher}", "",
-            f"### Loss ablations: fidelity of each student on {heldout} held-out teacher samples per class", "",
-            *loss_tables(runs, teacher, curves), "", *verdicts(runs, teacher, curves), "",
-            f"![fidelity against steps]({figures.name}/{teacher}-curves.png)", "",
-            "### Shape mechanism: masks changed at composition (SKDCGN Table 1)", "",
-            "Real = the OOD test images (random colours); counterfactuals = the students'. The invariant "
-            "classifier is trained on the changed counterfactuals and tested on the OOD set.", "",
-            *mask_table(runs, teacher), "", f"![counterfactuals per mask change]({figures.name}/{teacher}-masks.png)",
-            "", "### Mask denoising (3x3 median) of teacher and student counterfactuals", "",
-            *denoise_table(runs, teacher), "", *transparency_section(runs, teacher), *data_section(runs, teacher),
-            "Commands of these runs:", "",
-            "```",
-            *commands(runs, teacher, defaults), "```", ""]
+    lines = []
+    if newest or any(study in found for study in LOSS_STUDIES):
+        trained = {label: run for label, (_, run) in study_runs(baseline, found, LOSS_STUDIES).items()}
+        curves = {run.rev: {im: [curve(member, im, read) for member in run.runs] for im in IMS}
+                  for run in trained.values()}
+        named = {label: {im: mean_curve(curves[run.rev][im]) for im in IMS} for label, run in trained.items()}
+        plot_curves(figures / f"{name}-curves.png", named)
+        heldout = baseline.params["generate"]["heldout_per_class"]
+        lines += [f"### Loss ablations: fidelity of each student on {heldout} held-out teacher samples per class", "",
+                  *loss_tables(baseline, found, curves), "", *verdicts(baseline, found, curves), "",
+                  f"![fidelity against steps]({figures.name}/{name}-curves.png)", ""]
+    if MASK_STUDY in found:
+        grids = {variant: read("data/metrics/counterfactuals/grid.png", rev=run.rev, mode="rb")
+                 for variant, run in found[MASK_STUDY].items()}
+        plot_grids(figures / f"{name}-masks.png", grids)
+        lines += ["### Shape mechanism: masks changed at composition (SKDCGN Table 1)", "",
+                  "Real = the OOD test images (random colours); counterfactuals = the students'. The invariant "
+                  "classifier is trained on the changed counterfactuals and tested on the OOD set.", "",
+                  *mask_table(found[MASK_STUDY]), "",
+                  f"![counterfactuals per mask change]({figures.name}/{name}-masks.png)", ""]
+    if DENOISE_STUDY in found:
+        lines += ["### Mask denoising (3x3 median) of teacher and student counterfactuals", "",
+                  *denoise_table(found[DENOISE_STUDY]), ""]
+    return [*lines, *transparency_section(baseline, found.get(TRANSPARENT_STUDY, {})),
+            *data_section(found.get(DATA_STUDY, {})),
+            "Commands of these runs:", "", "```", *commands(baseline, found, defaults), "```", ""]
+
+
+def _differences(params: dict, current: dict) -> str:
+    """`key` value here (now value) for each setting that tells two baselines apart."""
+    here, now = _variant_params(params), _variant_params(current)
+
+    def shown(tree: dict, key: str) -> str:
+        return f"`{flow(tree[key])}`" if key in tree else "unset"
+    return ", ".join(f"`{key}` {shown(here, key)} (now {shown(now, key)})"
+                     for key in sorted(here.keys() | now.keys()) if here.get(key) != now.get(key))
 
 
 def write_report(runs: dict[str, Run], teachers: list[str], out: Path, defaults: dict, read=dvc.api.read) -> Path:

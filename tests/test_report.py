@@ -59,19 +59,22 @@ def study_runs():
     return runs, reader(files)
 
 
-def seeded_runs(specs: dict[str, tuple[dict, list[tuple]]]):
+def seeded_runs(specs: dict[str, tuple[dict, list[tuple]]], age: int = 0, files: dict | None = None):
     """Runs named as the studies name them, `synthetic-<variant>[-seed<k>]`, and a dvc.api.read over their
-    files: variant -> (its changes, per seed (shape, texture, background finals[, teacher accuracy]))."""
-    runs, files = {}, {}
+    files (`files`, if given, gains them): variant -> (its changes, per seed (shape, texture, background
+    finals[, teacher accuracy])). Runs of an `age` > 0 are as parse_experiments keeps a name queued again."""
+    runs, files = {}, {} if files is None else files
     for variant, (changes, per_seed) in specs.items():
         for seed, (shape, texture, background, *teacher_accuracy) in enumerate(per_seed):
             name = f"synthetic-{variant}" + (f"-seed{seed}" if seed else "")
-            runs[name], curves = fake_run(name, {**changes, "seed": seed},
-                                          {"shape": shape, "texture": texture, "background": background},
-                                          teacher_accuracy=(teacher_accuracy or [0.9])[0])
-            files.update({(f"data/metrics/students/{im}/fidelity.tsv", runs[name].rev): text
+            run, curves = fake_run(name, {**changes, "seed": seed},
+                                   {"shape": shape, "texture": texture, "background": background},
+                                   teacher_accuracy=(teacher_accuracy or [0.9])[0])
+            key = f"{name}@{age}" if age else name
+            runs[key] = dataclasses.replace(run, rev=f"{run.rev}-{age}", age=age) if age else run
+            files.update({(f"data/metrics/students/{im}/fidelity.tsv", runs[key].rev): text
                           for im, text in curves.items()})
-            files[("data/metrics/counterfactuals/grid.png", runs[name].rev)] = png_bytes()
+            files[("data/metrics/counterfactuals/grid.png", runs[key].rev)] = png_bytes()
     return runs, reader(files)
 
 
@@ -102,7 +105,7 @@ def test_variants_are_found_by_their_params_not_their_names(study_runs):
     kl = renamed["synthetic-something"]
     renamed["synthetic-something"] = dataclasses.replace(kl, age=0)
     renamed["synthetic-older"] = dataclasses.replace(kl, rev="old", age=1)
-    found = variants(renamed, "synthetic", "kl")
+    found = variants(renamed, "synthetic", "kl", renamed["synthetic-baseline"])
     assert found["kl-1"].rev == "rev-synthetic-kl-1" and found["kl-0"].rev == "rev-synthetic-baseline"
     assert "kl-0.5" not in found  # never run: left out, not invented
 
@@ -112,10 +115,10 @@ def test_a_run_at_another_forward_batch_is_the_same_variant_but_another_loss_is_
     kl = runs["synthetic-kl-1"]
     faster = merged(kl.params, nested({"generate.batch_size": 10, "compose.batch_size": 10}))
     runs = {**runs, "synthetic-kl-1": dataclasses.replace(kl, params=faster)}
-    assert variants(runs, "synthetic", "kl")["kl-1"].rev == kl.rev
+    assert variants(runs, "synthetic", "kl", runs["synthetic-baseline"])["kl-1"].rev == kl.rev
     other = merged(kl.params, nested({"loss.pixel": "l2"}))
     runs["synthetic-kl-1"] = dataclasses.replace(kl, params=other)
-    assert "kl-1" not in variants(runs, "synthetic", "kl")
+    assert "kl-1" not in variants(runs, "synthetic", "kl", runs["synthetic-baseline"])
 
 
 def test_report_gives_tables_verdicts_and_figures(study_runs, tmp_path):
@@ -208,6 +211,28 @@ def test_the_data_table_gives_held_out_and_train_fidelity_per_teacher_samples_pe
     assert "| 250 | 1 | 0.800 / 0.850 | 36.00 / 36.05 | 49.00 / 49.05 | 0.900 | 1.000 |" in rows
 
 
+def test_studies_made_before_the_baseline_changed_keep_the_baseline_they_were_made_against(tmp_path):
+    """The profile gave the shape student L2 after the pixel study ran; the baseline ran again, then the data
+    study. The pixel study still compares L2 with the L1 baseline, in a section that says what changed since;
+    the data study and the current baseline's own row belong to the newest section."""
+    files = {}
+    old, _ = seeded_runs({"baseline": ({}, [(0.80, 36.0, 49.0), (0.81, 36.1, 49.1)]),
+                          "l2": ({"loss.pixel": "l2"}, [(0.82, 35.0, 47.0), (0.83, 35.1, 47.1)])}, age=1, files=files)
+    shape_l2 = {"ims.shape.loss.pixel": "l2"}
+    new, read = seeded_runs({"baseline": (shape_l2, [(0.86, 36.0, 49.0), (0.87, 36.1, 49.1)]),
+                             "per-class-250": ({**shape_l2, "generate.per_class": 250},
+                                               [(0.84, 35.0, 48.0), (0.85, 35.1, 48.1)])}, files=files)
+    text = write_report({**old, **new}, ["synthetic"], tmp_path, DEFAULTS, read).read_text()
+    current, earlier = text.split("## Teacher: synthetic, studies against an earlier baseline")
+    assert "| baseline | `(the teacher's own params)` | 2 | 0.865 ± 0.007 (200) |" in current
+    assert "| 250 | 2 | 0.845 ± 0.007 / 0.845 ± 0.007 |" in current and "| l2 |" not in current
+    assert "`ims.shape.loss.pixel` unset (now `l2`)." in earlier and "### Data efficiency" not in earlier
+    assert "| baseline | `(the teacher's own params)` | 2 | 0.805 ± 0.007 (200) |" in earlier
+    assert "L2 ends lower on 2 of 3 students (texture, background): held." in earlier
+    assert "dvc exp run -n synthetic-l2-seed1 -S seed=1 -S loss.pixel=l2" in earlier
+    assert len(list((tmp_path / "figures").glob("synthetic*-curves.png"))) == 2
+
+
 def test_a_teacher_without_baseline_is_refused_in_one_line(study_runs, tmp_path):
     runs, read = study_runs
     with pytest.raises(SystemExit, match="no experiment cgn-baseline; .* pick one of: synthetic"):
@@ -243,13 +268,14 @@ def test_experiments_are_read_whole_at_the_revisions_dvc_exp_show_lists():
 
     rows = [{"Experiment": None, "rev": "workspace", "State": None},
             {"Experiment": "x", "rev": "sha-2", "State": "Success"},
-            {"Experiment": "x", "rev": "sha-1", "State": "Success"},  # older: the newer one wins
+            {"Experiment": "x", "rev": "sha-1", "State": "Success"},  # older: the newer one has the name
             {"Experiment": "running", "rev": "sha-0", "State": "Running"},
             {"Experiment": "failed", "rev": "sha-0", "State": "Failed"},
             {"Experiment": "queued", "rev": "sha-3", "State": None},
             {"Experiment": "old", "rev": "sha-4", "State": None}]  # made before DVC kept an executor's state
     runs = parse_experiments(rows, Commit)
-    assert set(runs) == {"x", "old"} and runs["x"].rev == "sha-2" and runs["x"].params == {"seed": 2}
+    assert set(runs) == {"x", "x@sha-1", "old"} and runs["x"].rev == "sha-2" and runs["x"].params == {"seed": 2}
+    assert runs["x@sha-1"].name == "x" and runs["x@sha-1"].age > runs["x"].age
     assert runs["x"].metrics == {shape: {"heldout": {"mask_iou": 0.2}}} and runs["x"].age < runs["old"].age
 
 
