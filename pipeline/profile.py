@@ -1,8 +1,10 @@
 """`python -m pipeline.profile NAME [VARIANT]`: a profile's params overrides as `dvc exp run` arguments.
 
-A profile (profiles/NAME.yaml) is a partial params.yaml; `{variant}` in its values is replaced by VARIANT. The
-merged params are validated with the same schema as every stage, so a typo in a profile fails here, in one line,
-before anything runs. Usage: `dvc exp run -n NAME $(python -m pipeline.profile NAME VARIANT)`.
+A profile (profiles/NAME.yaml) is a partial params.yaml; `{variant}` in its values is replaced by VARIANT, and
+its `variants:` mapping (variant -> a partial params.yaml) lays what one variant needs beyond the others over it.
+The merged params are validated with the same schema as every stage, for every variant the profile names, so a
+typo in a profile fails here, in one line, before anything runs. Usage: `dvc exp run -n NAME $(python -m
+pipeline.profile NAME VARIANT)`.
 """
 
 from __future__ import annotations
@@ -24,13 +26,22 @@ def overrides(name: str, variant: str | None = None, root: Path = Path(".")) -> 
         known = ", ".join(sorted(p.stem for p in (root / PROFILES).glob("*.yaml")))
         raise ParamError(f"no profile {name!r} ({path}); allowed: {known}")
     text = path.read_text()
-    if "{variant}" in text:
-        if variant is None:
-            raise ParamError(f"profile {name!r} needs a variant argument (e.g. double_colored)")
-        text = text.replace("{variant}", variant)
-    profile = yaml.safe_load(text) or {}
-    parse(merged(yaml.safe_load((root / PARAMS_FILE).read_text()), profile))
+    if "{variant}" in text and variant is None:
+        raise ParamError(f"profile {name!r} needs a variant argument (e.g. double_colored)")
+    params = yaml.safe_load((root / PARAMS_FILE).read_text())
+    # Every variant the profile names, not only the one asked for: a misspelt one fails as a wrong VARIANT would.
+    for named in (yaml.safe_load(text) or {}).get("variants", {}):
+        parse(merged(params, _for_variant(text, named)))
+    profile = _for_variant(text, variant)
+    parse(merged(params, profile))
     return dict(flat(profile))
+
+
+def _for_variant(text: str, variant: str | None) -> dict:
+    """The profile's tree for `variant`: `{variant}` replaced, its `variants` entry laid over the rest."""
+    profile = yaml.safe_load(text if variant is None else text.replace("{variant}", variant)) or {}
+    own = profile.pop("variants", {})
+    return merged(profile, own.get(variant) or {})
 
 
 def merged(base: dict, update: dict) -> dict:

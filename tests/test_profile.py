@@ -21,6 +21,25 @@ def test_cgn_profile_points_at_the_variants_teacher(variant):
     assert values["evaluate.data"] == "mnist" and values["compose.texture_shift"] == "cyclic"
 
 
+def test_a_variants_own_settings_apply_to_that_variant_alone():
+    """Wildlife's texture and background students start at 8x8, as the teacher's heads do; the others keep the
+    default widths (README: the wildlife students)."""
+    wildlife, colored = overrides("cgn-mnist", "wildlife", ROOT), overrides("cgn-mnist", "colored", ROOT)
+    assert wildlife["ims.texture.student_widths"] == wildlife["ims.background.student_widths"] == [64, 64, 32]
+    assert wildlife["ims.texture.steps"] == colored["ims.texture.steps"]  # the rest of the profile as before
+    assert not any(key.startswith("variants") or key.endswith("student_widths") for key in colored)
+
+
+def test_a_misspelt_variant_in_a_profile_fails_whichever_variant_is_asked_for(tmp_path):
+    (tmp_path / "profiles").mkdir()
+    (tmp_path / "params.yaml").write_text((ROOT / "params.yaml").read_text())
+    (tmp_path / "profiles" / "p.yaml").write_text(
+        "teacher:\n  kind: cgn-mnist\n  cgn-mnist:\n    variant: '{variant}'\n"
+        "variants:\n  wildlfe:\n    train:\n      steps: 5\n")
+    with pytest.raises(ParamError, match="teacher.cgn-mnist.variant: 'wildlfe' is not allowed"):
+        overrides("p", "colored", tmp_path)
+
+
 def test_arguments_read_back_as_the_same_values_one_shell_word_each():
     values = {"train.steps": 5, "train.student_widths": [1, 2, 16], "loss.pixel": "x", "train.lr": 0.002}
     words = as_arguments(values, ROOT).split()  # as $(...) splits them
