@@ -23,7 +23,7 @@ def test_cgn_profile_points_at_the_variants_teacher(variant):
 
 def test_a_variants_own_settings_apply_to_that_variant_alone():
     """Wildlife's texture and background students start at 8x8, as the teacher's heads do; the others keep the
-    default widths (README: the wildlife students)."""
+    default widths (README: "Measured on the real teachers")."""
     wildlife, colored = overrides("cgn-mnist", "wildlife", ROOT), overrides("cgn-mnist", "colored", ROOT)
     assert wildlife["ims.texture.student_widths"] == wildlife["ims.background.student_widths"] == [64, 64, 32]
     assert wildlife["ims.texture.steps"] == colored["ims.texture.steps"]  # the rest of the profile as before
