@@ -329,7 +329,7 @@ def verdicts(baseline: Run, found: dict[str, dict[str, Run]], curves: dict) -> l
         worse = ended_lower(pixel["l2"], pixel["l1"])
         lines.append(f"- *L2 is worse than L1*: L2 ends lower on {len(worse)} of 3 students "
                      f"({', '.join(worse) or 'none'}): {'held' if len(worse) >= 2 else 'not held'}.")
-    if {"l1", "l2-shape"} <= set(pixel):
+    if {"l1", "l2-shape"} <= set(pixel) and pixel["l2-shape"].rev != pixel["l1"].rev:
         outcome = _outcome(pixel["l2-shape"], pixel["l1"])
         lines.append(f"- *L2 for the shape student alone* (l2-shape vs l1): {outcome}.")
     return lines + objective_verdicts(found.get("objective", {}))

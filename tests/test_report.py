@@ -233,6 +233,14 @@ def test_studies_made_before_the_baseline_changed_keep_the_baseline_they_were_ma
     assert len(list((tmp_path / "figures").glob("synthetic*-curves.png"))) == 2
 
 
+def test_no_verdict_compares_a_baseline_with_itself(tmp_path):
+    """A baseline with the shape on L2 is both the pixel study's `l1` and its `l2-shape`."""
+    runs, read = seeded_runs({"baseline": ({"ims.shape.loss.pixel": "l2"}, [(0.86, 36.0, 49.0)])})
+    text = write_report(runs, ["synthetic"], tmp_path, DEFAULTS, read).read_text()
+    assert "| baseline | `(the teacher's own params)` | 1 | 0.860 (200) |" in text
+    assert "*L2 for the shape student alone*" not in text
+
+
 def test_a_teacher_without_baseline_is_refused_in_one_line(study_runs, tmp_path):
     runs, read = study_runs
     with pytest.raises(SystemExit, match="no experiment cgn-baseline; .* pick one of: synthetic"):
