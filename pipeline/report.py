@@ -172,12 +172,15 @@ def baseline_groups(runs: dict[str, Run], teacher: str) -> list[Run]:
     return groups
 
 
-def paired_studies(runs: dict[str, Run], teacher: str, groups: list[Run]) -> dict[str, Run]:
-    """Study -> the newest baseline against which it ran a variant other than that baseline itself; a study
-    that never did pairs with the newest baseline (its tables show the baseline alone)."""
-    def ran_against(study: str, group: Run) -> bool:
-        return any(run.rev != group.rev for run in variants(runs, teacher, study, group).values())
-    return {study: next((group for group in groups if ran_against(study, group)), groups[0]) for study in STUDIES}
+def paired_studies(runs: dict[str, Run], teacher: str, groups: list[Run]) -> dict[str, tuple[Run, dict[str, Run]]]:
+    """Study -> (the newest baseline against which it ran a variant other than that baseline itself, its variants
+    there); a study that never did pairs with the newest baseline (its tables show the baseline alone)."""
+    paired = {}
+    for study in STUDIES:
+        found = [(group, variants(runs, teacher, study, group)) for group in groups]
+        paired[study] = next(((group, runs_there) for group, runs_there in found
+                              if any(run.rev != group.rev for run in runs_there.values())), found[0])
+    return paired
 
 
 def study_runs(baseline: Run, found: dict[str, dict[str, Run]], studies=tuple(STUDIES)) -> dict[str, tuple[str, Run]]:
@@ -479,8 +482,7 @@ def teacher_section(runs: dict[str, Run], teacher: str, out: Path, defaults: dic
     paired = paired_studies(runs, teacher, groups)
     lines = []
     for index, baseline in enumerate(groups):
-        found = {study: variants(runs, teacher, study, baseline) for study, group in paired.items()
-                 if group.rev == baseline.rev}
+        found = {study: runs_there for study, (group, runs_there) in paired.items() if group.rev == baseline.rev}
         if index == 0:
             lines += [f"## Teacher: {teacher}", ""]
         elif found:
