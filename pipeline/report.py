@@ -3,8 +3,9 @@
     python -m pipeline.report                       # every teacher that has a `<teacher>-baseline` experiment
     python -m pipeline.report --teacher synthetic   # one of them
 
-Everything through dvc.api: the experiments of HEAD and its ancestors (`exp_show`), then each run's params,
-metrics, fidelity curves and counterfactual grid from its own commit and the DVC cache. A study's variant is found
+First every finished experiment of HEAD and its ancestors (`dvc.api.exp_show`) not yet recorded becomes a run
+record in results/runs/ (pipeline.runs: commit them), then the report is made from the records alone, so it
+holds the runs of every machine and session whose records were committed. A study's variant is found
 by its params, not its name: the run whose params are the baseline's with the variant's overrides laid over them.
 A study pairs with the newest baseline it ran a variant against: after a profile changes (and its baseline runs
 again), the studies made before the change keep the baseline they were made against, in a section of their own.
@@ -14,17 +15,13 @@ The report is plain Markdown and PNG, so it reads on GitHub without DVC.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import io
-import json
 import re
 import statistics
 import sys
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import dvc.api
-import dvc.exceptions
 import matplotlib
 import yaml
 
@@ -34,7 +31,8 @@ from PIL import Image  # noqa: E402
 
 from pipeline.params import PARAMS_FILE  # noqa: E402
 from pipeline.profile import flat, flow, merged, nested, override, setting  # noqa: E402
-from pipeline.studies import STUDIES  # noqa: E402
+from pipeline.runs import EVALUATE, REFERENCE, RUNS, STUDENT, Run, archive, load, pooled  # noqa: E402
+from pipeline.studies import PAPER_N, STUDIES  # noqa: E402
 from skdcgn.mechanisms import IMS  # noqa: E402
 from skdcgn.metrics.convergence import steps_to_reach  # noqa: E402
 from skdcgn.metrics.fidelity import HEADLINE  # noqa: E402
@@ -42,95 +40,21 @@ from skdcgn.utils.atomic import atomic_file  # noqa: E402
 
 RESULTS = Path("results")
 LOSS_STUDIES = ("kl", "kl_place", "pixel", "objective")
-MASK_STUDY, DENOISE_STUDY, TRANSPARENT_STUDY, DATA_STUDY = "masks", "denoise", "transparent", "data"
+MASK_STUDY, DENOISE_STUDY, TRANSPARENT_STUDY, DATA_STUDY, SCALE_STUDY = ("masks", "denoise", "transparent", "data",
+                                                                        "scale")
 # SKDCGN paper, Table 1: real-vs-counterfactual classifier, train / test accuracy in %.
 PAPER_TABLE1 = {"noise": (99.9, 14.96), "rotation": (99.1, 13.51), "transparency": (94.7, 58.86)}
 UNITS = {"mask_iou": "IoU", "psnr": "PSNR dB"}
-STUDENT, EVALUATE, REFERENCE = ("data/metrics/students/{im}/live/metrics.json", "data/evaluate/metrics.json",
-                                "data/reference/metrics.json")
-METRICS_FILES = (*(STUDENT.format(im=im) for im in IMS), EVALUATE, REFERENCE)
 DIGITS = {"mask_iou": 3, "psnr": 2}
 # Forward batches (README: batch sizes on a CPU): runs that differ in them alone are one variant, so that a
 # study queued after a change of batch size still pairs with the baseline runs made before it.
 SPEED_ONLY = ("generate.batch_size", "compose.batch_size")
 
 
-@dataclass(frozen=True)
-class Run:
-    """One experiment, or the runs of one variant over several seeds pooled: then `metrics` holds their means,
-    `spread` their sample standard deviations, and `members` the runs themselves (ordered by seed)."""
-
-    name: str
-    rev: str
-    params: dict
-    metrics: dict  # metrics file -> its (nested) values
-    age: int = 0  # place in exp_show's listing, 0 the newest: the newest run wins where several match
-    members: tuple = ()
-    spread: dict = field(default_factory=dict)
-
-    @property
-    def runs(self) -> tuple:
-        """The single runs behind this one: its members, or itself."""
-        return self.members or (self,)
-
-    def student(self, im: str) -> dict:
-        return self.metrics.get(STUDENT.format(im=im), {})
-
-    def final(self, im: str) -> float | None:
-        return self.student(im).get("heldout", {}).get(HEADLINE[im])
-
-
-def pooled(runs: list[Run]) -> Run:
-    """Runs of one variant that differ in their seed alone, as one Run of their means and spreads."""
-    if len(runs) == 1:
-        return runs[0]
-    trees = [run.metrics for run in runs]
-    return dataclasses.replace(runs[0], metrics=_leafwise(statistics.fmean, trees),
-                               spread=_leafwise(statistics.stdev, trees), members=tuple(runs),
-                               age=min(run.age for run in runs))
-
-
-def _leafwise(reduce, trees: list[dict]) -> dict:
-    """`reduce` over the numbers found at the same place in every tree; other leaves are left out."""
-    out = {}
-    for key, value in trees[0].items():
-        values = [tree.get(key) for tree in trees]
-        if all(isinstance(v, dict) for v in values):
-            out[key] = _leafwise(reduce, values)
-        elif all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values):
-            out[key] = reduce(values)
-    return out
-
-
 def _leaf(tree: dict, *keys: str):
     for key in keys:
         tree = tree.get(key, {}) if isinstance(tree, dict) else {}
     return tree if isinstance(tree, (int, float)) else None
-
-
-def parse_experiments(rows: list[dict], open_rev=dvc.api.DVCFileSystem) -> dict[str, Run]:
-    """Name -> Run from `dvc.api.exp_show` rows, each run's params and metrics files read whole at its revision
-    (`open_rev(rev)` gives a file system of that commit). exp_show flattens nested metrics into columns and names a
-    column by its file only where two files share a key, so the files themselves are read. A name queued again
-    is its newest finished run (exp_show lists baselines from HEAD back and each one's experiments newest first);
-    the older ones stay as `<name>@<rev>`, for the studies made against an earlier baseline.
-    Queued, running and failed runs are left out: a running one shows the metrics of whatever stage it has reached."""
-    runs: dict[str, Run] = {}
-    for age, row in enumerate(rows):
-        name = row.get("Experiment")
-        if not name or row.get("State") not in (None, "Success"):
-            continue
-        files = open_rev(rev=row["rev"])
-        metrics = {path: json.loads(files.read_text(path)) for path in METRICS_FILES if files.exists(path)}
-        if metrics:
-            key = f"{name}@{row['rev'][:7]}" if name in runs else name
-            runs[key] = Run(name, row["rev"], yaml.safe_load(files.read_text(PARAMS_FILE.name)), metrics, age)
-    return runs
-
-
-def show_experiments() -> dict[str, Run]:
-    """Every experiment of HEAD and the commits before it (`dvc exp show -A` lists other branches' too)."""
-    return parse_experiments(dvc.api.exp_show(num=-1))
 
 
 def variants(runs: dict[str, Run], teacher: str, study: str, baseline: Run) -> dict[str, Run]:
@@ -196,17 +120,6 @@ def study_runs(baseline: Run, found: dict[str, dict[str, Run]], studies=tuple(ST
     return shown
 
 
-def curve(run: Run, im: str, read=dvc.api.read) -> list[tuple[int, float]]:
-    """(step, headline fidelity) of a run's student, from its fidelity.tsv (step, student, baseline); a run made
-    before that file existed has the curve in a DVCLive TSV (step, value)."""
-    try:
-        text = read(f"data/metrics/students/{im}/fidelity.tsv", rev=run.rev)
-    except dvc.exceptions.PathMissingError:
-        text = read(f"data/metrics/students/{im}/live/plots/metrics/heldout/{HEADLINE[im]}.tsv", rev=run.rev)
-    rows = [line.split("\t") for line in text.strip().splitlines()[1:]]
-    return [(int(row[0]), float(row[1])) for row in rows]
-
-
 def steps_to_common(variant: list[tuple[int, float]], control: list[tuple[int, float]], floor: float,
                     fraction: float = 0.95) -> tuple[int, int]:
     """Steps each run needs to win `fraction` of the gain from the class-mean `floor` to the lower of their two
@@ -246,9 +159,7 @@ def _steps_per_seed(run: Run, control: Run, im: str, curves: dict) -> tuple[list
 def below(a: list[float], b: list[float]) -> bool:
     """Whether `a` lies below `b` by more than the seed spread: its mean plus one standard deviation under `b`'s
     mean minus one (a single seed has no spread, so any difference counts)."""
-    def spread(values):
-        return statistics.stdev(values) if len(values) > 1 else 0.0
-    return statistics.fmean(a) + spread(a) < statistics.fmean(b) - spread(b)
+    return statistics.fmean(a) + _spread(a) < statistics.fmean(b) - _spread(b)
 
 
 def _number(value: float | None, digits: int = 3) -> str:
@@ -406,17 +317,69 @@ def transparency_section(baseline: Run, transparent: dict[str, Run]) -> list[str
         changes = _changes(TRANSPARENT_STUDY, variant) if variant in STUDIES[TRANSPARENT_STUDY] else "(baseline)"
         lines.append(f"| {variant} | `{changes}` | {len(run.runs)} | {_cell(run, REFERENCE, 'teacher', 'accuracy')} "
                      f"| {_cell(run, EVALUATE, 'student', 'accuracy')} |")
-
-    def teacher_accuracy(run: Run) -> list[float]:
-        return [_leaf(member.metrics, REFERENCE, "teacher", "accuracy") for member in run.runs]
-
     higher = [variant for variant, run in found.items()
-              if variant != "opaque" and below(teacher_accuracy(found["opaque"]), teacher_accuracy(run))]
+              if variant != "opaque" and below(_accuracies(found["opaque"], "teacher"), _accuracies(run, "teacher"))]
     verdict = (f"- *A transparent mask raises the invariant classifier's OOD accuracy* (claim (e)): above the opaque "
                f"masks' beyond the seed spread for {', '.join(higher) or 'no transparency'}: "
                f"{'held' if higher else 'not held'}.")
     return ["### Claim (e): transparent masks on the teacher's counterfactuals and the students'", "", *lines, "",
             verdict, ""]
+
+
+def scale_section(baseline: Run, transparent: dict[str, Run], scale: dict[str, Run]) -> list[str]:
+    """The CGN paper's N: the invariant classifier, opaque and with claim (e)'s transparent masks, on PAPER_N
+    counterfactuals beside the baseline's. A figure of one seed at PAPER_N borrows the seed spread of the same
+    masks at the baseline's N, so a difference counts only where it is larger than a change of seed there."""
+    if not scale:
+        return []
+    small = {"opaque": baseline, **transparent}
+    large = {variant.removeprefix(f"n-{PAPER_N}").removeprefix("-") or "opaque": run for variant, run in scale.items()}
+    lines = ["| counterfactuals | masks | seeds | teacher CFs: OOD accuracy | student CFs: OOD accuracy "
+             "| student / teacher |", "|---" * 6 + "|"]
+    for n, runs in ((baseline.params["compose"]["n"], small), (PAPER_N, large)):
+        lines += [f"| {n:,} | {masks} | {len(run.runs)} | {_cell(run, REFERENCE, 'teacher', 'accuracy')} "
+                  f"| {_cell(run, EVALUATE, 'student', 'accuracy')} | {_ratio_cell(run)} |" for masks, run in runs.items()]
+
+    def spread(masks: str, side: str) -> float:
+        """The seed spread of these masks' accuracy: its own over seeds, else the same masks' at the baseline N."""
+        own = _accuracies(large[masks], side)
+        return statistics.stdev(own) if len(own) > 1 else _spread(_accuracies(small.get(masks, baseline), side))
+
+    def versus(run: Run, masks: str, control: Run, control_masks: str, side: str) -> tuple[float, bool]:
+        """The difference in mean accuracy, and whether it is larger than the two spreads together."""
+        difference = statistics.fmean(_accuracies(run, side)) - statistics.fmean(_accuracies(control, side))
+        return difference, abs(difference) > spread(masks, side) + spread(control_masks, side)
+
+    def said(difference: float, beyond: bool) -> str:
+        return f"{difference:+.3f}, " + (("higher" if difference > 0 else "lower") if beyond else "within the spread")
+
+    verdicts = []
+    if "opaque" in large:
+        opaque = large["opaque"]
+        verdicts.append(f"- *The invariant classifier at {PAPER_N:,} counterfactuals* against "
+                        f"{baseline.params['compose']['n']:,}: on the teacher's "
+                        f"{said(*versus(opaque, 'opaque', baseline, 'opaque', 'teacher'))}; on the students' "
+                        f"{said(*versus(opaque, 'opaque', baseline, 'opaque', 'student'))}.")
+        compared = {masks: versus(run, masks, opaque, "opaque", "teacher") for masks, run in large.items()
+                    if masks != "opaque"}
+        higher = [masks for masks, (difference, beyond) in compared.items() if beyond and difference > 0]
+        verdicts.append(f"- *Claim (e) at {PAPER_N:,} counterfactuals*: the teacher's counterfactuals give a higher OOD "
+                        f"accuracy than with opaque masks, beyond the seed spread, for "
+                        f"{', '.join(higher) or 'no transparency'}: {'held' if higher else 'not held'}.")
+    return [f"### The CGN paper's N: {PAPER_N:,} counterfactuals", "",
+            "Seeds: the runs a row pools. A figure of one seed counts a difference only beyond the spread of the "
+            "same masks over the seeds at the smaller N.", "", *lines, "", *verdicts, ""]
+
+
+def _accuracies(run: Run, side: str) -> list[float]:
+    """Per seed: the invariant classifier's OOD accuracy on the teacher's (reference) or the students'
+    (evaluate) counterfactuals."""
+    return [_leaf(member.metrics, REFERENCE if side == "teacher" else EVALUATE, side, "accuracy")
+            for member in run.runs]
+
+
+def _spread(values: list[float]) -> float:
+    return statistics.stdev(values) if len(values) > 1 else 0.0
 
 
 def data_section(data: dict[str, Run]) -> list[str]:
@@ -476,7 +439,7 @@ def commands(baseline: Run, found: dict[str, dict[str, Run]], defaults: dict) ->
     return lines
 
 
-def teacher_section(runs: dict[str, Run], teacher: str, out: Path, defaults: dict, read=dvc.api.read) -> list[str]:
+def teacher_section(runs: dict[str, Run], teacher: str, out: Path, defaults: dict) -> list[str]:
     """One section per baseline that a study pairs with (the newest always), each with its studies' tables."""
     groups = baseline_groups(runs, teacher)
     paired = paired_studies(runs, teacher, groups)
@@ -492,19 +455,19 @@ def teacher_section(runs: dict[str, Run], teacher: str, out: Path, defaults: dic
         else:
             continue
         stem = teacher + (f"-{baseline.rev[:7]}" if index else "")
-        lines += baseline_section(baseline, found, out / "figures", stem, defaults, read, newest=index == 0)
+        lines += baseline_section(baseline, found, out / "figures", stem, defaults, newest=index == 0)
     return lines
 
 
 def baseline_section(baseline: Run, found: dict[str, dict[str, Run]], figures: Path, name: str, defaults: dict,
-                     read, newest: bool) -> list[str]:
+                     newest: bool) -> list[str]:
     """The tables of the studies in `found` (study -> variant -> run) against `baseline`; the newest baseline
     always shows its own fidelity, its masks and its denoising row."""
     figures.mkdir(parents=True, exist_ok=True)
     lines = []
     if newest or any(study in found for study in LOSS_STUDIES):
         trained = {label: run for label, (_, run) in study_runs(baseline, found, LOSS_STUDIES).items()}
-        curves = {run.rev: {im: [curve(member, im, read) for member in run.runs] for im in IMS}
+        curves = {run.rev: {im: [member.curves[im] for member in run.runs] for im in IMS}
                   for run in trained.values()}
         named = {label: {im: mean_curve(curves[run.rev][im]) for im in IMS} for label, run in trained.items()}
         plot_curves(figures / f"{name}-curves.png", named)
@@ -513,18 +476,19 @@ def baseline_section(baseline: Run, found: dict[str, dict[str, Run]], figures: P
                   *loss_tables(baseline, found, curves), "", *verdicts(baseline, found, curves), "",
                   f"![fidelity against steps]({figures.name}/{name}-curves.png)", ""]
     if MASK_STUDY in found:
-        grids = {variant: read("data/metrics/counterfactuals/grid.png", rev=run.rev, mode="rb")
-                 for variant, run in found[MASK_STUDY].items()}
-        plot_grids(figures / f"{name}-masks.png", grids)
+        grids = {variant: run.grid.read_bytes() for variant, run in found[MASK_STUDY].items() if run.grid}
+        if grids:  # a record without a grid (its run made none) still has its table row
+            plot_grids(figures / f"{name}-masks.png", grids)
         lines += ["### Shape mechanism: masks changed at composition (SKDCGN Table 1)", "",
                   "Real = the OOD test images (random colours); counterfactuals = the students'. The invariant "
                   "classifier is trained on the changed counterfactuals and tested on the OOD set.", "",
                   *mask_table(found[MASK_STUDY]), "",
-                  f"![counterfactuals per mask change]({figures.name}/{name}-masks.png)", ""]
+                  *([f"![counterfactuals per mask change]({figures.name}/{name}-masks.png)", ""] if grids else [])]
     if DENOISE_STUDY in found:
         lines += ["### Mask denoising (3x3 median) of teacher and student counterfactuals", "",
                   *denoise_table(found[DENOISE_STUDY]), ""]
     return [*lines, *transparency_section(baseline, found.get(TRANSPARENT_STUDY, {})),
+            *scale_section(baseline, found.get(TRANSPARENT_STUDY, {}), found.get(SCALE_STUDY, {})),
             *data_section(found.get(DATA_STUDY, {})),
             "Commands of these runs:", "", "```", *commands(baseline, found, defaults), "```", ""]
 
@@ -539,7 +503,7 @@ def _differences(params: dict, current: dict) -> str:
                      for key in sorted(here.keys() | now.keys()) if here.get(key) != now.get(key))
 
 
-def write_report(runs: dict[str, Run], teachers: list[str], out: Path, defaults: dict, read=dvc.api.read) -> Path:
+def write_report(runs: dict[str, Run], teachers: list[str], out: Path, defaults: dict) -> Path:
     missing = [t for t in teachers if f"{t}-baseline" not in runs]
     if missing:
         raise SystemExit(f"error: no experiment {missing[0]}-baseline; queue the studies first "
@@ -552,7 +516,7 @@ def write_report(runs: dict[str, Run], teachers: list[str], out: Path, defaults:
              "(steps: of the mean curve), and a verdict counts a difference only where the two ranges of mean ± one "
              "standard deviation do not overlap; at one seed there is no spread, and any difference counts.", ""]
     for teacher in teachers:
-        lines += teacher_section(runs, teacher, out, defaults, read)
+        lines += teacher_section(runs, teacher, out, defaults)
     # A failed run leaves the last whole report, never half of a new one.
     with atomic_file(out / "report.md") as partial:
         partial.write_text("\n".join(lines))
@@ -567,8 +531,11 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m pipeline.report", description=__doc__.splitlines()[0])
     parser.add_argument("--teacher", action="append", help="experiment name prefix (default: every baseline)")
     parser.add_argument("--out", type=Path, default=RESULTS)
+    parser.add_argument("--runs", type=Path, default=RUNS, help="the run records (default: %(default)s)")
     args = parser.parse_args(argv)
-    runs = show_experiments()
+    written = archive(dvc.api.exp_show(num=-1), args.runs)
+    print(f"recorded {len(written)} new runs in {args.runs}", file=sys.stderr)
+    runs = load(args.runs)
     defaults = yaml.safe_load(PARAMS_FILE.read_text())
     path = write_report(runs, args.teacher or baselines(runs), args.out, defaults)
     print(f"wrote {path}", file=sys.stderr)

@@ -371,6 +371,12 @@ def test_report_turns_named_experiments_into_tables_and_figures(repo):
     assert "| rotation | `compose.mask_rotation=30.0` |" in report and "99.1 / 13.51" in report
     assert "dvc exp run -n synthetic-rotation -S compose.mask_rotation=30.0" in report
     assert {p.name for p in (repo / "results/figures").iterdir()} == {"synthetic-curves.png", "synthetic-masks.png"}
+    # Each finished experiment is a record beside its grid, and the report needs nothing else.
+    records = {p.name.partition("@")[0] for p in (repo / "results/runs").glob("*.json")}
+    assert {"synthetic-baseline", "synthetic-rotation"} <= records
+    assert len(list((repo / "results/runs").glob("synthetic-rotation@*.jpg"))) == 1
+    again = run(repo, sys.executable, "-m", "pipeline.report", "--teacher", "synthetic")
+    assert "recorded 0 new runs" in again and (repo / "results/report.md").read_text() == report
 
 
 def append_comment(path: Path) -> str:

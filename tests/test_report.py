@@ -7,14 +7,14 @@ import subprocess
 import sys
 from pathlib import Path
 
-import dvc.exceptions
 import pytest
 import yaml
 from PIL import Image
 
 from pipeline.profile import merged, nested
-from pipeline.report import Run, curve, parse_experiments, steps_to_common, variants, write_report
-from pipeline.studies import COLOUR_FULL, OBJECTIVE_OFF, experiments, queue_commands, teacher_params
+from pipeline.report import steps_to_common, variants, write_report
+from pipeline.runs import Run, archive, load
+from pipeline.studies import COLOUR_FULL, OBJECTIVE_OFF, STUDIES, experiments, queue_commands, teacher_params
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULTS = yaml.safe_load((ROOT / "params.yaml").read_text())
@@ -22,9 +22,9 @@ SHAPE_STEPS = (100, 200, 300)
 
 
 def fake_run(name: str, changes: dict, finals: dict[str, float], speed: float = 1.0,
-             teacher_accuracy: float = 0.9, memorised: float = 0.0) -> tuple[Run, dict]:
+             teacher_accuracy: float = 0.9, memorised: float = 0.0, grid: Path | None = None) -> Run:
     """A run with `changes` over the defaults, its students ending at `finals` (and `memorised` higher on their
-    training samples); `speed` > 1 gets there sooner."""
+    training samples); `speed` > 1 gets there sooner; its counterfactual grid at `grid`."""
     metrics = {f"data/metrics/students/{im}/live/metrics.json": {"heldout": {key: value}, "baseline": {key: 0.0},
                                                          "train_samples": {key: value + memorised},
                                                          "steps_to_95pct_gain": 200}
@@ -33,49 +33,38 @@ def fake_run(name: str, changes: dict, finals: dict[str, float], speed: float = 
     metrics["data/evaluate/metrics.json"] = {"student": {"accuracy": 0.9, "accuracy_same_colour": 0.2},
                                              "real_vs_counterfactual": {"train_accuracy": 0.6, "test_accuracy": 0.55}}
     metrics["data/reference/metrics.json"] = {"teacher": {"accuracy": teacher_accuracy}}
-    run = Run(name, f"rev-{name}", merged(DEFAULTS, nested(changes)), metrics)
-    curves = {}
-    for im, final in finals.items():
-        # Rises linearly to its final value, reached at step 300 / speed.
-        curves[im] = "step\tstudent\tbaseline\n" + "".join(f"{s}\t{final * min(1.0, s * speed / 300)}\t0.0\n"
-                                                        for s in SHAPE_STEPS)
-    return run, curves
+    # Each curve rises linearly to its final value, reached at step 300 / speed.
+    curves = {im: [(s, final * min(1.0, s * speed / 300)) for s in SHAPE_STEPS] for im, final in finals.items()}
+    return Run(name, f"rev-{name}", merged(DEFAULTS, nested(changes)), metrics, curves=curves, grid=grid)
 
 
 @pytest.fixture
-def study_runs():
+def study_runs(tmp_path):
     specs = {
         "synthetic-baseline": ({}, {"shape": 0.80, "texture": 36.0, "background": 49.0}, 1.0),
         "synthetic-kl-1": ({"loss.kl_weight": 1.0}, {"shape": 0.82, "texture": 36.5, "background": 48.0}, 1.5),
         "synthetic-l2": ({"loss.pixel": "l2"}, {"shape": 0.75, "texture": 35.0, "background": 50.0}, 1.0),
         "synthetic-noise": ({"compose.mask_noise_std": 0.2}, {"shape": 0.80, "texture": 36.0, "background": 49.0}, 1.0),
     }
-    runs, files = {}, {}
-    for name, (changes, finals, speed) in specs.items():
-        runs[name], curves = fake_run(name, changes, finals, speed)
-        for im, text in curves.items():
-            files[(f"data/metrics/students/{im}/fidelity.tsv", runs[name].rev)] = text
-        files[("data/metrics/counterfactuals/grid.png", runs[name].rev)] = png_bytes()
-    return runs, reader(files)
+    grid = tmp_path / "grid.png"
+    grid.write_bytes(png_bytes())
+    return {name: fake_run(name, changes, finals, speed, grid=grid) for name, (changes, finals, speed) in specs.items()}
 
 
-def seeded_runs(specs: dict[str, tuple[dict, list[tuple]]], age: int = 0, files: dict | None = None):
-    """Runs named as the studies name them, `synthetic-<variant>[-seed<k>]`, and a dvc.api.read over their
-    files (`files`, if given, gains them): variant -> (its changes, per seed (shape, texture, background
-    finals[, teacher accuracy])). Runs of an `age` > 0 are as parse_experiments keeps a name queued again."""
-    runs, files = {}, {} if files is None else files
+def seeded_runs(specs: dict[str, tuple[dict, list[tuple]]], age: int = 0) -> dict[str, Run]:
+    """Runs named as the studies name them, `synthetic-<variant>[-seed<k>]`: variant -> (its changes, per seed
+    (shape, texture, background finals[, teacher accuracy])). Runs of an `age` > 0 are as pipeline.runs.load
+    keeps a name queued again."""
+    runs = {}
     for variant, (changes, per_seed) in specs.items():
         for seed, (shape, texture, background, *teacher_accuracy) in enumerate(per_seed):
             name = f"synthetic-{variant}" + (f"-seed{seed}" if seed else "")
-            run, curves = fake_run(name, {**changes, "seed": seed},
-                                   {"shape": shape, "texture": texture, "background": background},
-                                   teacher_accuracy=(teacher_accuracy or [0.9])[0])
+            run = fake_run(name, {**changes, "seed": seed},
+                           {"shape": shape, "texture": texture, "background": background},
+                           teacher_accuracy=(teacher_accuracy or [0.9])[0])
             key = f"{name}@{age}" if age else name
             runs[key] = dataclasses.replace(run, rev=f"{run.rev}-{age}", age=age) if age else run
-            files.update({(f"data/metrics/students/{im}/fidelity.tsv", runs[key].rev): text
-                          for im, text in curves.items()})
-            files[("data/metrics/counterfactuals/grid.png", runs[key].rev)] = png_bytes()
-    return runs, reader(files)
+    return runs
 
 
 def png_bytes() -> bytes:
@@ -84,23 +73,8 @@ def png_bytes() -> bytes:
     return png.getvalue()
 
 
-def reader(files: dict):
-    """dvc.api.read over `files`, (path, rev) -> content, with its error for a path a revision lacks."""
-    def read(path, rev, mode="r"):
-        if (path, rev) not in files:
-            raise dvc.exceptions.PathMissingError(path, "the repo")
-        return files[(path, rev)]
-    return read
-
-
-def test_a_run_made_before_fidelity_tsv_is_read_from_its_dvclive_curve():
-    old = {("data/metrics/students/shape/live/plots/metrics/heldout/mask_iou.tsv", "r1"): "step\tmask_iou\n10\t0.5\n"
-           "20\t0.7\n"}
-    assert curve(Run("old", "r1", DEFAULTS, {}), "shape", read=reader(old)) == [(10, 0.5), (20, 0.7)]
-
-
 def test_variants_are_found_by_their_params_not_their_names(study_runs):
-    runs, _ = study_runs
+    runs = study_runs
     renamed = {("synthetic-something" if name == "synthetic-kl-1" else name): run for name, run in runs.items()}
     kl = renamed["synthetic-something"]
     renamed["synthetic-something"] = dataclasses.replace(kl, age=0)
@@ -111,7 +85,7 @@ def test_variants_are_found_by_their_params_not_their_names(study_runs):
 
 
 def test_a_run_at_another_forward_batch_is_the_same_variant_but_another_loss_is_not(study_runs):
-    runs, _ = study_runs
+    runs = study_runs
     kl = runs["synthetic-kl-1"]
     faster = merged(kl.params, nested({"generate.batch_size": 10, "compose.batch_size": 10}))
     runs = {**runs, "synthetic-kl-1": dataclasses.replace(kl, params=faster)}
@@ -122,8 +96,7 @@ def test_a_run_at_another_forward_batch_is_the_same_variant_but_another_loss_is_
 
 
 def test_report_gives_tables_verdicts_and_figures(study_runs, tmp_path):
-    runs, read = study_runs
-    path = write_report(runs, ["synthetic"], tmp_path, DEFAULTS, read)
+    path = write_report(study_runs, ["synthetic"], tmp_path, DEFAULTS)
     text = path.read_text()
     assert "| kl-1 | `loss.kl_weight=1.0` | 1 | 0.820 (200) | 36.50 (200) | 48.00 (200) | 0.900 | 1.000 |" in text
     assert "Steps to 95 % of the gain over the class-mean baseline" in text
@@ -140,11 +113,11 @@ def test_over_seeds_the_report_gives_mean_and_spread_and_calls_only_differences_
     """Three seeds per variant: each figure is a mean ± standard deviation, and L2 counts as worse only where
     its runs lie below L1's by more than the spread (shape and background; texture is lower on average, by less
     than its spread)."""
-    runs, read = seeded_runs({
+    runs = seeded_runs({
         "baseline": ({}, [(0.80, 36.2, 49.0), (0.82, 36.3, 49.1), (0.84, 36.4, 49.2)]),
         "l2": ({"loss.pixel": "l2"}, [(0.70, 35.9, 47.0), (0.71, 36.2, 47.1), (0.72, 36.5, 47.2)]),
         "l2-shape": ({"ims.shape.loss.pixel": "l2"}, [(0.86, 36.2, 49.0), (0.87, 36.3, 49.1), (0.88, 36.4, 49.2)])})
-    text = write_report(runs, ["synthetic"], tmp_path, DEFAULTS, read).read_text()
+    text = write_report(runs, ["synthetic"], tmp_path, DEFAULTS).read_text()
     assert "| baseline | `(the teacher's own params)` | 3 | 0.820 ± 0.020 (200) | 36.30 ± 0.10 (200) |" in text
     assert "L2 ends lower on 2 of 3 students (shape, background): held." in text
     assert ("*L2 for the shape student alone* (l2-shape vs l1): higher on shape; no difference beyond the spread "
@@ -155,9 +128,9 @@ def test_over_seeds_the_report_gives_mean_and_spread_and_calls_only_differences_
 def test_a_seed_that_never_reaches_the_common_target_counts_its_last_step(tmp_path):
     """KL's third seed ends far below the others (texture 30 dB): the seed-mean target (95 % of 34 dB) lies
     above its whole curve. It counts its last step (300), so KL is slower there, not a crash."""
-    runs, read = seeded_runs({"baseline": ({}, [(0.80, 36.0, 49.0)] * 3),
+    runs = seeded_runs({"baseline": ({}, [(0.80, 36.0, 49.0)] * 3),
                               "kl-1": ({"loss.kl_weight": 1.0}, [(0.80, 36.0, 49.0)] * 2 + [(0.80, 30.0, 49.0)])})
-    text = write_report(runs, ["synthetic"], tmp_path, DEFAULTS, read).read_text()
+    text = write_report(runs, ["synthetic"], tmp_path, DEFAULTS).read_text()
     assert "*KL helps the students converge*: with kl_weight 1 (on features) 0 of 3 students" in text
     assert "| kl-1 | 300 / 300 | 300 / 300 | 300 / 300 |" in text
 
@@ -168,9 +141,9 @@ def test_claim_e_is_held_only_for_a_transparency_above_the_opaque_masks_beyond_t
                                        [0.80, 0.81, 0.82]),
                   "transparent-0.75": ({"compose.mask_transparency": 0.75, "compose.teacher_mask_transparency": 0.75},
                                        [0.76, 0.79, 0.82])}
-    runs, read = seeded_runs({variant: (changes, [(0.8, 36.0, 49.0, accuracy) for accuracy in per_seed])
+    runs = seeded_runs({variant: (changes, [(0.8, 36.0, 49.0, accuracy) for accuracy in per_seed])
                               for variant, (changes, per_seed) in accuracies.items()})
-    text = write_report(runs, ["synthetic"], tmp_path, DEFAULTS, read).read_text()
+    text = write_report(runs, ["synthetic"], tmp_path, DEFAULTS).read_text()
     assert "| transparent-0.25 | `compose.mask_transparency=0.25, compose.teacher_mask_transparency=0.25` | 3 " \
            "| 0.810 ± 0.010 |" in text
     # 0.75 is higher on average (0.790 vs 0.780) but within its spread: only 0.25 counts.
@@ -180,16 +153,36 @@ def test_claim_e_is_held_only_for_a_transparency_above_the_opaque_masks_beyond_t
     assert "beyond the seed spread for transparent-0.25: held." in text
 
 
+def test_at_the_cgn_papers_n_one_seed_counts_a_difference_only_beyond_the_spread_at_the_smaller_n(tmp_path):
+    """At 10,000 three seeds per masks (spread 0.01); at 100,000 one. Opaque: 0.85 vs 0.78 (+0.07 > 0.02: higher).
+    Transparency 0.25: 0.86 vs 0.85 (within the two spreads); 0.75, never run at 10,000, borrows the opaque
+    masks' spread: 0.90 vs 0.85 counts."""
+    scale = STUDIES["scale"]
+    specs = {"baseline": ({}, [0.77, 0.78, 0.79]),
+             "transparent-0.25": (STUDIES["transparent"]["transparent-0.25"], [0.78, 0.79, 0.80]),
+             "n-100000": (scale["n-100000"], [0.85]),
+             "n-100000-transparent-0.25": (scale["n-100000-transparent-0.25"], [0.86]),
+             "n-100000-transparent-0.75": (scale["n-100000-transparent-0.75"], [0.90])}
+    runs = seeded_runs({variant: (changes, [(0.8, 36.0, 49.0, accuracy) for accuracy in per_seed])
+                        for variant, (changes, per_seed) in specs.items()})
+    text = write_report(runs, ["synthetic"], tmp_path, DEFAULTS).read_text()
+    assert "| 10,000 | transparent-0.25 | 3 | 0.790 ± 0.010 | 0.900 ± 0.000 | 1.139 ± 0.014 |" in text
+    assert "| 100,000 | transparent-0.75 | 1 | 0.900 | 0.900 | 1.000 |" in text
+    assert "against 10,000: on the teacher's +0.070, higher; on the students' +0.000, within the spread." in text
+    assert "beyond the seed spread, for transparent-0.75: held." in text
+    assert "dvc exp run -n synthetic-n-100000 -S compose.n=100000" in text
+
+
 def test_the_objective_verdicts_say_which_students_the_terms_move_beyond_the_spread(tmp_path):
     """A pixel-only baseline (as the CGN-MNIST profile): the full objective helps texture and background beyond
     the spread and leaves the shape within it; for the colour students alone only the texture moves."""
     pixel_only = {key: value for key, value in OBJECTIVE_OFF.items() if key != "loss.kl_weight"}
-    runs, read = seeded_runs({
+    runs = seeded_runs({
         "baseline": (pixel_only, [(0.85, 40.0, 42.0), (0.86, 40.1, 42.1), (0.87, 40.2, 42.2)]),
         "full": ({}, [(0.86, 41.0, 43.0), (0.86, 41.1, 43.1), (0.86, 41.2, 43.2)]),
         "per-mechanism": ({**pixel_only, **COLOUR_FULL}, [(0.85, 40.9, 42.0), (0.86, 41.0, 42.2), (0.87, 41.1, 42.4)]),
     })
-    text = write_report(runs, ["synthetic"], tmp_path, DEFAULTS, read).read_text()
+    text = write_report(runs, ["synthetic"], tmp_path, DEFAULTS).read_text()
     assert ("*The adversarial and feature terms help the colour students* (full objective vs pixel loss only): "
             "higher on texture, background; no difference beyond the spread on shape: held.") in text
     assert ("*The full objective for the colour students alone* (per-mechanism vs pixel loss only): higher on "
@@ -199,12 +192,12 @@ def test_the_objective_verdicts_say_which_students_the_terms_move_beyond_the_spr
 
 def test_the_data_table_gives_held_out_and_train_fidelity_per_teacher_samples_per_class(study_runs, tmp_path):
     """The baseline (1,000 per class, the default) is the data study's middle row; fewer samples, more memorised."""
-    runs, read = study_runs
+    runs = study_runs
     for per_class, memorised in ((250, 0.05), (4000, 0.0)):
         name = f"synthetic-per-class-{per_class}"
-        runs[name], _ = fake_run(name, {"generate.per_class": per_class},
+        runs[name] = fake_run(name, {"generate.per_class": per_class},
                                  {"shape": 0.80, "texture": 36.0, "background": 49.0}, memorised=memorised)
-    text = write_report(runs, ["synthetic"], tmp_path, DEFAULTS, read).read_text()
+    text = write_report(runs, ["synthetic"], tmp_path, DEFAULTS).read_text()
     table = text.split("### Data efficiency")[1].split("Commands")[0]
     rows = [line for line in table.splitlines() if line.startswith("| ") and line[2].isdigit()]
     assert [row.split(" | ")[0] for row in rows] == ["| 250", "| 1,000", "| 4,000"]
@@ -215,14 +208,13 @@ def test_studies_made_before_the_baseline_changed_keep_the_baseline_they_were_ma
     """The profile gave the shape student L2 after the pixel study ran; the baseline ran again, then the data
     study. The pixel study still compares L2 with the L1 baseline, in a section that says what changed since;
     the data study and the current baseline's own row belong to the newest section."""
-    files = {}
-    old, _ = seeded_runs({"baseline": ({}, [(0.80, 36.0, 49.0), (0.81, 36.1, 49.1)]),
-                          "l2": ({"loss.pixel": "l2"}, [(0.82, 35.0, 47.0), (0.83, 35.1, 47.1)])}, age=1, files=files)
+    old = seeded_runs({"baseline": ({}, [(0.80, 36.0, 49.0), (0.81, 36.1, 49.1)]),
+                       "l2": ({"loss.pixel": "l2"}, [(0.82, 35.0, 47.0), (0.83, 35.1, 47.1)])}, age=1)
     shape_l2 = {"ims.shape.loss.pixel": "l2"}
-    new, read = seeded_runs({"baseline": (shape_l2, [(0.86, 36.0, 49.0), (0.87, 36.1, 49.1)]),
+    new = seeded_runs({"baseline": (shape_l2, [(0.86, 36.0, 49.0), (0.87, 36.1, 49.1)]),
                              "per-class-250": ({**shape_l2, "generate.per_class": 250},
-                                               [(0.84, 35.0, 48.0), (0.85, 35.1, 48.1)])}, files=files)
-    text = write_report({**old, **new}, ["synthetic"], tmp_path, DEFAULTS, read).read_text()
+                                               [(0.84, 35.0, 48.0), (0.85, 35.1, 48.1)])})
+    text = write_report({**old, **new}, ["synthetic"], tmp_path, DEFAULTS).read_text()
     current, earlier = text.split("## Teacher: synthetic, studies against an earlier baseline")
     assert "| baseline | `(the teacher's own params)` | 2 | 0.865 ± 0.007 (200) |" in current
     assert "| 250 | 2 | 0.845 ± 0.007 / 0.845 ± 0.007 |" in current and "| l2 |" not in current
@@ -235,16 +227,15 @@ def test_studies_made_before_the_baseline_changed_keep_the_baseline_they_were_ma
 
 def test_no_verdict_compares_a_baseline_with_itself(tmp_path):
     """A baseline with the shape on L2 is both the pixel study's `l1` and its `l2-shape`."""
-    runs, read = seeded_runs({"baseline": ({"ims.shape.loss.pixel": "l2"}, [(0.86, 36.0, 49.0)])})
-    text = write_report(runs, ["synthetic"], tmp_path, DEFAULTS, read).read_text()
+    runs = seeded_runs({"baseline": ({"ims.shape.loss.pixel": "l2"}, [(0.86, 36.0, 49.0)])})
+    text = write_report(runs, ["synthetic"], tmp_path, DEFAULTS).read_text()
     assert "| baseline | `(the teacher's own params)` | 1 | 0.860 (200) |" in text
     assert "*L2 for the shape student alone*" not in text
 
 
 def test_a_teacher_without_baseline_is_refused_in_one_line(study_runs, tmp_path):
-    runs, read = study_runs
     with pytest.raises(SystemExit, match="no experiment cgn-baseline; .* pick one of: synthetic"):
-        write_report(runs, ["cgn"], tmp_path, DEFAULTS, read)
+        write_report(study_runs, ["cgn"], tmp_path, DEFAULTS)
     assert not (tmp_path / "report.md").exists()
 
 
@@ -256,15 +247,22 @@ def test_steps_to_common_uses_a_target_both_reached():
     assert steps_to_common(fast, slow, floor=0.4, fraction=0.25) == (100, 200)
 
 
-def test_experiments_are_read_whole_at_the_revisions_dvc_exp_show_lists():
-    """exp_show's rows name the runs (newest first); each run's params and metrics come from its own commit,
-    nested as written (exp_show itself flattens them into columns)."""
+def test_finished_experiments_become_records_that_a_report_reads_without_dvc(tmp_path):
+    """exp_show's rows name the runs; each finished run's params, metrics, curves and grid are read whole at its
+    own commit (exp_show flattens metrics into columns) into a record, written once. The records alone give the
+    runs back, the newest finished first; a name queued again keeps its older run as `<name>@<rev7>`."""
     shape = "data/metrics/students/shape/live/metrics.json"
-    commits = {f"sha-{n}": {"params.yaml": f"seed: {n}\n", shape: json.dumps({"heldout": {"mask_iou": n / 10}})}
+    revs = {n: str(n) * 40 for n in range(5)}
+    commits = {revs[n]: {"params.yaml": f"seed: {n}\n", shape: json.dumps({"heldout": {"mask_iou": n / 10}}),
+                         "data/metrics/students/shape/fidelity.tsv": f"step\tstudent\tbaseline\n10\t0.{n}\t0.1\n"}
                for n in range(5)}
-    del commits["sha-3"][shape]  # queued: no metrics yet
+    del commits[revs[3]][shape]  # queued: no metrics yet
+    # A run made before fidelity.tsv existed: its curve is DVCLive's (step, value).
+    del commits[revs[1]]["data/metrics/students/shape/fidelity.tsv"]
+    commits[revs[1]]["data/metrics/students/shape/live/plots/metrics/heldout/mask_iou.tsv"] = "step\tv\n10\t0.5\n"
+    commits[revs[2]]["data/metrics/counterfactuals/grid.png"] = png_bytes()
 
-    class Commit:  # the two methods of dvc.api.DVCFileSystem that parse_experiments uses
+    class Commit:  # the methods of dvc.api.DVCFileSystem that pipeline.runs uses
         def __init__(self, rev):
             self.files = commits[rev]
 
@@ -272,19 +270,29 @@ def test_experiments_are_read_whole_at_the_revisions_dvc_exp_show_lists():
             return path in self.files
 
         def read_text(self, path):
+            if path not in self.files:
+                raise FileNotFoundError(path)
             return self.files[path]
 
+        read_bytes = read_text
+
     rows = [{"Experiment": None, "rev": "workspace", "State": None},
-            {"Experiment": "x", "rev": "sha-2", "State": "Success"},
-            {"Experiment": "x", "rev": "sha-1", "State": "Success"},  # older: the newer one has the name
-            {"Experiment": "running", "rev": "sha-0", "State": "Running"},
-            {"Experiment": "failed", "rev": "sha-0", "State": "Failed"},
-            {"Experiment": "queued", "rev": "sha-3", "State": None},
-            {"Experiment": "old", "rev": "sha-4", "State": None}]  # made before DVC kept an executor's state
-    runs = parse_experiments(rows, Commit)
-    assert set(runs) == {"x", "x@sha-1", "old"} and runs["x"].rev == "sha-2" and runs["x"].params == {"seed": 2}
-    assert runs["x@sha-1"].name == "x" and runs["x@sha-1"].age > runs["x"].age
-    assert runs["x"].metrics == {shape: {"heldout": {"mask_iou": 0.2}}} and runs["x"].age < runs["old"].age
+            {"Experiment": "x", "rev": revs[2], "State": "Success"},
+            {"Experiment": "x", "rev": revs[1], "State": "Success"},
+            {"Experiment": "running", "rev": revs[0], "State": "Running"},
+            {"Experiment": "failed", "rev": revs[0], "State": "Failed"},
+            {"Experiment": "queued", "rev": revs[3], "State": None},
+            {"Experiment": "old", "rev": revs[4], "State": None}]  # made before DVC kept an executor's state
+    finished = {revs[2]: 300, revs[1]: 200, revs[4]: 100}.get
+    written = archive(rows, tmp_path, Commit, finished)
+    assert sorted(path.name for path in written) == ["old@4444444.json", "x@1111111.json", "x@2222222.json"]
+    assert archive(rows, tmp_path, Commit, finished) == []  # recorded once
+    runs = load(tmp_path)
+    assert set(runs) == {"x", "x@1111111", "old"} and runs["x"].rev == revs[2] and runs["x"].params == {"seed": 2}
+    assert runs["x@1111111"].name == "x" and runs["x"].age < runs["x@1111111"].age < runs["old"].age
+    assert runs["x"].metrics == {shape: {"heldout": {"mask_iou": 0.2}}}
+    assert runs["x"].curves == {"shape": [(10, 0.2)]} and runs["x@1111111"].curves == {"shape": [(10, 0.5)]}
+    assert Image.open(runs["x"].grid).size == (4, 4) and runs["old"].grid is None  # a half-size preview
 
 
 def test_studies_queue_one_run_per_distinct_variant_baseline_first_compose_last():
