@@ -107,15 +107,15 @@ def archive(rows: list[dict], runs_dir: Path = RUNS, open_rev=dvc.api.DVCFileSys
         record = {"name": name, "rev": rev, "finished": finished(rev),
                   "params": yaml.safe_load(files.read_text(PARAMS_FILE.name)), "metrics": metrics,
                   "curves": {im: curve(files, im) for im in IMS if files.exists(STUDENT.format(im=im))}}
-        stem = runs_dir / f"{name}@{rev[:7]}"
+        stem = f"{name}@{rev[:7]}"  # names hold dots (kl-0.5): no Path.with_suffix on it
         if files.exists(GRID):
-            with atomic_file(stem.with_suffix(".jpg")) as partial:
+            with atomic_file(runs_dir / f"{stem}.jpg") as partial:
                 partial.write_bytes(preview(files.read_bytes(GRID)))
         # The JSON last: a record whose grid failed to write is not taken for complete.
-        with atomic_file(stem.with_suffix(".json")) as partial:
+        with atomic_file(runs_dir / f"{stem}.json") as partial:
             partial.write_text(json.dumps(record, indent=1, sort_keys=True) + "\n")
         done.add(rev[:7])
-        written.append(stem.with_suffix(".json"))
+        written.append(runs_dir / f"{stem}.json")
     return written
 
 

@@ -282,17 +282,17 @@ def test_finished_experiments_become_records_that_a_report_reads_without_dvc(tmp
             {"Experiment": "running", "rev": revs[0], "State": "Running"},
             {"Experiment": "failed", "rev": revs[0], "State": "Failed"},
             {"Experiment": "queued", "rev": revs[3], "State": None},
-            {"Experiment": "old", "rev": revs[4], "State": None}]  # made before DVC kept an executor's state
+            {"Experiment": "old-0.5", "rev": revs[4], "State": None}]  # made before DVC kept an executor's state
     finished = {revs[2]: 300, revs[1]: 200, revs[4]: 100}.get
     written = archive(rows, tmp_path, Commit, finished)
-    assert sorted(path.name for path in written) == ["old@4444444.json", "x@1111111.json", "x@2222222.json"]
+    assert sorted(path.name for path in written) == ["old-0.5@4444444.json", "x@1111111.json", "x@2222222.json"]
     assert archive(rows, tmp_path, Commit, finished) == []  # recorded once
     runs = load(tmp_path)
-    assert set(runs) == {"x", "x@1111111", "old"} and runs["x"].rev == revs[2] and runs["x"].params == {"seed": 2}
-    assert runs["x@1111111"].name == "x" and runs["x"].age < runs["x@1111111"].age < runs["old"].age
+    assert set(runs) == {"x", "x@1111111", "old-0.5"} and runs["x"].rev == revs[2] and runs["x"].params == {"seed": 2}
+    assert runs["x@1111111"].name == "x" and runs["x"].age < runs["x@1111111"].age < runs["old-0.5"].age
     assert runs["x"].metrics == {shape: {"heldout": {"mask_iou": 0.2}}}
     assert runs["x"].curves == {"shape": [(10, 0.2)]} and runs["x@1111111"].curves == {"shape": [(10, 0.5)]}
-    assert Image.open(runs["x"].grid).size == (4, 4) and runs["old"].grid is None  # a half-size preview
+    assert Image.open(runs["x"].grid).size == (4, 4) and runs["old-0.5"].grid is None  # a half-size preview
 
 
 def test_studies_queue_one_run_per_distinct_variant_baseline_first_compose_last():
