@@ -176,13 +176,8 @@ def _cell(run: Run, file: str, *keys: str, digits: int = 3) -> str:
 def student_over_teacher(run: Run) -> list[float]:
     """Per seed: OOD accuracy of the classifier on the students' counterfactuals over the one on the teacher's
     (evaluate over reference); a seed whose teacher counterfactuals taught nothing has no ratio."""
-    ratios = []
-    for member in run.runs:
-        student = _leaf(member.metrics, EVALUATE, "student", "accuracy")
-        teacher = _leaf(member.metrics, REFERENCE, "teacher", "accuracy")
-        if student is not None and teacher:
-            ratios.append(student / teacher)
-    return ratios
+    return [student / teacher for student, teacher in zip(_accuracies(run, "student"), _accuracies(run, "teacher"))
+            if student is not None and teacher]
 
 
 def _ratio_cell(run: Run) -> str:
@@ -343,7 +338,7 @@ def scale_section(baseline: Run, transparent: dict[str, Run], scale: dict[str, R
     def spread(masks: str, side: str) -> float:
         """The seed spread of these masks' accuracy: its own over seeds, else the same masks' at the baseline N."""
         own = _accuracies(large[masks], side)
-        return statistics.stdev(own) if len(own) > 1 else _spread(_accuracies(small.get(masks, baseline), side))
+        return _spread(own) if len(own) > 1 else _spread(_accuracies(small.get(masks, baseline), side))
 
     def versus(run: Run, masks: str, control: Run, control_masks: str, side: str) -> tuple[float, bool]:
         """The difference in mean accuracy, and whether it is larger than the two spreads together."""
