@@ -185,12 +185,44 @@ def _ratio_cell(run: Run) -> str:
     ratios = student_over_teacher(run)
     if len(ratios) < len(run.runs):
         return "n/a"
-    return _number(statistics.fmean(ratios)) + (f" ± {statistics.stdev(ratios):,.3f}" if len(ratios) > 1 else "")
+    return _spread_cell(ratios, 3)
 
 
 def _fidelity_cell(run: Run, im: str, samples: str) -> str:
     """A student's headline fidelity on `samples`: heldout, or train_samples (as many of those it trained on)."""
     return _cell(run, STUDENT.format(im=im), samples, HEADLINE[im], digits=DIGITS[HEADLINE[im]])
+
+
+def mean_image_section(baseline: Run) -> list[str]:
+    """Each student of `baseline` against the class-mean baseline (its class's mean teacher image) on the same
+    held-out samples: the gain per seed, so that a student left at the class mean shows as one."""
+    lines = ["| student | seeds | class mean | student | gain |", "|---" * 5 + "|"]
+    learned, stayed = [], []
+    for im in IMS:
+        key, digits = HEADLINE[im], DIGITS[HEADLINE[im]]
+        pairs = [(_leaf(member.metrics, STUDENT.format(im=im), "heldout", key),
+                  _leaf(member.metrics, STUDENT.format(im=im), "baseline", key)) for member in baseline.runs]
+        if any(None in pair for pair in pairs):  # a record made before the class-mean baseline was measured
+            continue
+        gains = [student - mean for student, mean in pairs]
+        (learned if statistics.fmean(gains) > _spread(gains) else stayed).append(im)
+        cells = [_spread_cell([pair[index] for pair in pairs], digits) for index in (1, 0)]
+        lines.append(f"| {im} ({UNITS[key]}) | {len(pairs)} | " + " | ".join(cells)
+                     + f" | {_spread_cell(gains, digits, sign='+')} |")
+    if not learned and not stayed:
+        return []
+    said = [f"Above the class mean beyond the spread: {', '.join(learned) or 'none'}",
+            *([f"at the class mean: {', '.join(stayed)}"] if stayed else [])]
+    return ["### The students against the class-mean baseline", "",
+            "Class mean: each held-out sample predicted by its class's mean teacher image (what a student that "
+            "learned only the label would give); gain: student minus class mean, per seed.", "", *lines, "",
+            f"- {'; '.join(said)}.", ""]
+
+
+def _spread_cell(values: list[float], digits: int, sign: str = "") -> str:
+    """The mean of `values` (one per seed), ± their standard deviation when several."""
+    spread = f" ± {statistics.stdev(values):,.{digits}f}" if len(values) > 1 else ""
+    return f"{statistics.fmean(values):{sign},.{digits}f}{spread}"
 
 
 def _changes(study: str, variant: str) -> str:
@@ -470,6 +502,8 @@ def baseline_section(baseline: Run, found: dict[str, dict[str, Run]], figures: P
         lines += [f"### Loss ablations: fidelity of each student on {heldout} held-out teacher samples per class", "",
                   *loss_tables(baseline, found, curves), "", *verdicts(baseline, found, curves), "",
                   f"![fidelity against steps]({figures.name}/{name}-curves.png)", ""]
+    if newest:
+        lines += mean_image_section(baseline)
     if MASK_STUDY in found:
         grids = {variant: run.grid.read_bytes() for variant, run in found[MASK_STUDY].items() if run.grid}
         if grids:  # a record without a grid (its run made none) still has its table row

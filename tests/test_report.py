@@ -125,6 +125,19 @@ def test_over_seeds_the_report_gives_mean_and_spread_and_calls_only_differences_
     assert "dvc exp run -n synthetic-l2-seed2 -S seed=2 -S loss.pixel=l2" in text  # every seed's command
 
 
+def test_each_student_is_judged_against_its_class_mean_baseline_over_the_seeds(tmp_path):
+    """Texture ends 0.07 dB above its class mean with a spread of 0.15 dB: left at the class mean (as wildlife's
+    students at the default widths were); shape and background lie above it beyond their spread."""
+    runs = seeded_runs({"baseline": ({}, [(0.80, 36.2, 49.0), (0.82, 35.9, 49.1), (0.84, 36.1, 49.2)])})
+    for run in runs.values():
+        run.metrics["data/metrics/students/shape/live/metrics.json"]["baseline"]["mask_iou"] = 0.5
+        run.metrics["data/metrics/students/texture/live/metrics.json"]["baseline"]["psnr"] = 36.0
+    text = write_report(runs, ["synthetic"], tmp_path, DEFAULTS).read_text()
+    assert "| shape (IoU) | 3 | 0.500 ± 0.000 | 0.820 ± 0.020 | +0.320 ± 0.020 |" in text
+    assert "| texture (PSNR dB) | 3 | 36.00 ± 0.00 | 36.07 ± 0.15 | +0.07 ± 0.15 |" in text
+    assert "- Above the class mean beyond the spread: shape, background; at the class mean: texture." in text
+
+
 def test_a_seed_that_never_reaches_the_common_target_counts_its_last_step(tmp_path):
     """KL's third seed ends far below the others (texture 30 dB): the seed-mean target (95 % of 34 dB) lies
     above its whole curve. It counts its last step (300), so KL is slower there, not a crash."""
