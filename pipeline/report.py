@@ -206,7 +206,8 @@ def mean_image_section(baseline: Run) -> list[str]:
             continue
         gains = [student - mean for student, mean in pairs]
         (learned if statistics.fmean(gains) > _spread(gains) else stayed).append(im)
-        cells = [_spread_cell([pair[index] for pair in pairs], digits) for index in (1, 0)]
+        cells = [_cell(baseline, STUDENT.format(im=im), "baseline", key, digits=digits),
+                 _fidelity_cell(baseline, im, "heldout")]  # the pooled run's means and spreads
         lines.append(f"| {im} ({UNITS[key]}) | {len(pairs)} | " + " | ".join(cells)
                      + f" | {_spread_cell(gains, digits, sign='+')} |")
     if not learned and not stayed:
