@@ -32,6 +32,8 @@ def arguments(description: str) -> argparse.ArgumentParser:
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="a params override in dvc's -S form, e.g. teacher.cgn-mnist.checkpoint=/abs/path.pth")
     parser.add_argument("--repeats", type=int, default=3, help="timed runs per measurement; the best is kept")
+    parser.add_argument("--nondeterministic", action="store_true",
+                        help="without torch.use_deterministic_algorithms (the stages turn it on): what it costs")
     return parser
 
 
@@ -44,7 +46,10 @@ def setup(args: argparse.Namespace) -> tuple[Params, torch.device]:
         key, _, value = item.partition("=")
         data = merged(data, nested({key: yaml.safe_load(value)}))
     device = setup_torch()
-    print(f"# {platform.node()}: {device}, {torch.get_num_threads()} torch thread(s), torch {torch.__version__}")
+    if args.nondeterministic:
+        torch.use_deterministic_algorithms(False)
+    print(f"# {platform.node()}: {device}, {torch.get_num_threads()} torch thread(s), torch {torch.__version__}, "
+          f"{'non' if args.nondeterministic else ''}deterministic algorithms")
     return parse(data), device
 
 

@@ -69,8 +69,12 @@ checkpoint="$out/cgn-random.pth"
 step 60 "A full-size ImageNet CGN checkpoint with random weights" "$python" -c \
   "import sys; from pathlib import Path; from benchmarks.imagenet_speed import random_checkpoint; \
 random_checkpoint(Path(sys.argv[1]))" "$checkpoint"
-step 150 "ImageNet CGN (random full-size weights) against the profiles' students, per mechanism, 256 and 128" \
-  "$python" -m benchmarks.imagenet_speed --checkpoint "$checkpoint" --batch 32 --repeats 3
+# The first GPU run saw the students at 0.5 TFLOP/s at batch 32: a larger batch, and the same without the
+# stages' deterministic algorithms, tell whether kernel launches or deterministic kernels hold them back.
+step 200 "ImageNet CGN (random full-size weights) against the profiles' students, per mechanism, 256 and 128" \
+  "$python" -m benchmarks.imagenet_speed --checkpoint "$checkpoint" --batch 32 128 --repeats 3
+step 90 "The same at 256, without deterministic algorithms" "$python" -m benchmarks.imagenet_speed \
+  --checkpoint "$checkpoint" --sizes 256 --batch 32 128 --repeats 2 --nondeterministic
 step 120 "ImageNet CGN teacher sampling into shards (profile cgn-imagenet, 1,000 samples per mechanism)" \
   "$python" -m benchmarks.shard_writing --profile cgn-imagenet --set "teacher.cgn-imagenet.checkpoint=$checkpoint" \
   --set generate.per_class=1 --set generate.shard_size=250 --repeats 2

@@ -4,9 +4,10 @@ parameters and FLOPs per image.
 The teacher is a full-size CGN in the released layout, loaded the way a user's `cgn.pth` is: that file with
 `--checkpoint`, else one with random weights written to a temporary folder (speed does not depend on the
 weights). The students are untrained, of the widths of profiles/cgn-imagenet.yaml and cgn-imagenet-128.yaml.
-Both get the same truncated noise and classes in batches of `--batch`. FLOPs are PyTorch's FlopCounterMode
-count (2 x multiply-adds) of one batch.
-Usage: python -m benchmarks.imagenet_speed [--checkpoint cgn.pth] [--batch 2] [--repeats 1]
+Both get the same truncated noise and classes in batches of `--batch` (several sizes: small batches leave a
+GPU idle between a student's many small kernels). FLOPs are PyTorch's FlopCounterMode count (2 x multiply-adds)
+of one batch.
+Usage: python -m benchmarks.imagenet_speed [--checkpoint cgn.pth] [--batch 2 ...] [--repeats 1]
 """
 
 from __future__ import annotations
@@ -65,7 +66,7 @@ def compare(size: int, checkpoint: Path, device: torch.device, batch: int, repea
 def main() -> None:
     parser = arguments(__doc__.splitlines()[0])
     parser.add_argument("--checkpoint", type=Path, help="a cgn.pth (default: random weights, full size)")
-    parser.add_argument("--batch", type=int, default=2, help="images per forward")
+    parser.add_argument("--batch", type=int, nargs="+", default=[2], help="images per forward, one report each")
     parser.add_argument("--sizes", type=int, nargs="+", default=[256, 128], choices=sorted(PROFILES))
     parser.set_defaults(repeats=1)
     args = parser.parse_args()
@@ -73,7 +74,8 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as folder:
         checkpoint = args.checkpoint or random_checkpoint(Path(folder) / "cgn.pth")
         for size in args.sizes:
-            compare(size, checkpoint, device, args.batch, args.repeats)
+            for batch in args.batch:
+                compare(size, checkpoint, device, batch, args.repeats)
 
 
 if __name__ == "__main__":

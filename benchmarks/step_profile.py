@@ -4,8 +4,8 @@ next to a dense matrix product's on the same thread, and the operators that take
 A step (discriminator phase, then generator phase, as `distill` runs it) is timed on random teacher images:
 speed does not depend on what the images show. FLOPs are PyTorch's FlopCounterMode count (2 x multiply-adds)
 of forward and backward; the matmul is square float32 of `--matmul-size` on the same device, the best it does
-on dense work. On CUDA the operators are sorted by GPU time, and `--nondeterministic` times the step without
-the stages' deterministic algorithms (what they cost there).
+on dense work. On CUDA the operators are sorted by GPU time (`--nondeterministic`: without the stages'
+deterministic algorithms, to see what they cost there).
 Usage: SKDCGN_THREADS=1 python -m benchmarks.step_profile --im shape [--steps 30] [--set loss.feature_weight=0]
 """
 
@@ -41,12 +41,8 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=30, help="timed steps (after 5 warm-up steps)")
     parser.add_argument("--matmul-size", type=int, default=1024)
     parser.add_argument("--top", type=int, default=15, help="operators listed")
-    parser.add_argument("--nondeterministic", action="store_true",
-                        help="without torch.use_deterministic_algorithms (the stages turn it on)")
     args = parser.parse_args()
     params, device = setup(args)
-    if args.nondeterministic:
-        torch.use_deterministic_algorithms(False)
     teacher = make_teacher(params.teacher)
     settings = params.train_for(args.im)
     student = StudentGenerator(args.im, teacher.z_dims[args.im], teacher.num_classes, teacher.image_size,
@@ -73,8 +69,7 @@ def main() -> None:
     synchronise(device)
     seconds = (time.perf_counter() - start) / args.steps
     dense = matmul_gflops(args.matmul_size, device)
-    print(f"{args.im}: {sizes}, batch {batch}, {'with' if gan.uses_disc else 'without'} discriminator, "
-          f"{'non' if args.nondeterministic else ''}deterministic algorithms")
+    print(f"{args.im}: {sizes}, batch {batch}, {'with' if gan.uses_disc else 'without'} discriminator")
     print(f"step {seconds * 1e3:.1f} ms, {flops / 1e9:.3f} GFLOP -> {flops / seconds / 1e9:.1f} GFLOP/s; "
           f"dense {args.matmul_size}^3 matmul {dense:.1f} GFLOP/s on the same thread(s): "
           f"{flops / seconds / 1e9 / dense:.0%} of it")

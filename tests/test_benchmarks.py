@@ -25,12 +25,16 @@ def test_benchmark_reports_two_rates_and_their_ratio(name, extra, lines):
     check_reports(run_benchmark(name, *TINY, *extra), lines)
 
 
-def test_imagenet_benchmark_compares_each_mechanism_at_both_sizes(tmp_path):
+def test_imagenet_benchmark_compares_each_mechanism_at_both_sizes_and_each_batch(tmp_path):
     """On a tiny random CGN (the full-size one costs the CPU minutes): the code path a user's cgn.pth takes."""
     checkpoint = write_tiny_checkpoint(tmp_path / "cgn.pth", doublings=6)
-    reports = check_reports(run_benchmark("imagenet_speed", "--checkpoint", str(checkpoint), "--batch", "1"), 6)
-    assert [r.group(1).split(" (")[0] for r in reports] == [f"{size}x{size} {im}" for size in (256, 128)
-                                                             for im in ("shape", "texture", "background")]
+    output = run_benchmark("imagenet_speed", "--checkpoint", str(checkpoint), "--batch", "1", "2",
+                           "--nondeterministic")
+    assert re.search(r"^# .*, nondeterministic algorithms$", output, re.MULTILINE), output
+    reports = check_reports(output, 12)
+    assert [r.group(1).split("; ")[0] for r in reports] == [
+        f"{size}x{size} {im} (batch {batch}" for size in (256, 128) for batch in (1, 2)
+        for im in ("shape", "texture", "background")]
     assert all("GFLOP/image" in r.group(1) and "M parameters" in r.group(1) for r in reports)
 
 
