@@ -4,9 +4,9 @@ parameters and FLOPs per image.
 The teacher is a full-size CGN in the released layout, loaded the way a user's `cgn.pth` is: that file with
 `--checkpoint`, else one with random weights written to a temporary folder (speed does not depend on the
 weights). The students are untrained, of the widths of profiles/cgn-imagenet.yaml and cgn-imagenet-128.yaml.
-Both get the same truncated noise and classes in batches of `--batch` (several sizes: small batches leave a
-GPU idle between a student's many small kernels). FLOPs are PyTorch's FlopCounterMode count (2 x multiply-adds)
-of one batch.
+Both get the same truncated noise and classes in batches of `--batch` (several sizes: to see whether a small
+batch leaves a GPU idle between a student's many small kernels). FLOPs are PyTorch's FlopCounterMode count
+(2 x multiply-adds) of one batch.
 Usage: python -m benchmarks.imagenet_speed [--checkpoint cgn.pth] [--batch 2 ...] [--repeats 1]
 """
 
@@ -43,24 +43,26 @@ def gflop(run: Mechanism, z: torch.Tensor, y: torch.Tensor) -> float:
     return counter.get_total_flops() / len(y) / 1e9
 
 
-def compare(size: int, checkpoint: Path, device: torch.device, batch: int, repeats: int) -> None:
+def compare(size: int, checkpoint: Path, device: torch.device, batches: list[int], repeats: int) -> None:
+    """One report per batch size and mechanism; the teacher (a full-size checkpoint) and students load once."""
     teacher = CGNImageNetTeacher(CGNImageNetSettings(checkpoint=str(checkpoint), image_size=size)).to(device)
     profile = overrides(PROFILES[size])
-    z = draw_noise(batch, teacher.z_dims["texture"], torch.Generator().manual_seed(0), teacher.truncation)
-    y = torch.arange(batch) % teacher.num_classes
-    for im in IMS:
-        student = StudentGenerator(im, teacher.z_dims[im], teacher.num_classes, size,
-                                   profile["train.student_widths"], profile["train.class_embedding"])
-        student = student.to(device).eval()
-        runs = {"student": lambda z, y, s=student: s(z.to(device), y.to(device)),
-                "teacher": lambda z, y, im=im: teacher(im, z, y)}
-        rates, sizes = {}, []
-        for label, run in runs.items():
-            with torch.no_grad():
-                rates[label] = batch / best_seconds(lambda: run(z, y), device, repeats)
-            parameters = teacher.num_parameters(im) if label == "teacher" else count_parameters(student)
-            sizes.append(f"{label} {parameters / 1e6:.2f} M parameters, {gflop(run, z, y):.2f} GFLOP/image")
-        report(f"{size}x{size} {im} (batch {batch}; {'; '.join(sizes)})", rates, ("student", "teacher"), "images/s")
+    students = {im: StudentGenerator(im, teacher.z_dims[im], teacher.num_classes, size, profile["train.student_widths"],
+                                     profile["train.class_embedding"]).to(device).eval() for im in IMS}
+    for batch in batches:
+        z = draw_noise(batch, teacher.z_dims["texture"], torch.Generator().manual_seed(0), teacher.truncation)
+        y = torch.arange(batch) % teacher.num_classes
+        for im, student in students.items():
+            runs = {"student": lambda z, y, s=student: s(z.to(device), y.to(device)),
+                    "teacher": lambda z, y, im=im: teacher(im, z, y)}
+            rates, sizes = {}, []
+            for label, run in runs.items():
+                with torch.no_grad():
+                    rates[label] = batch / best_seconds(lambda: run(z, y), device, repeats)
+                parameters = teacher.num_parameters(im) if label == "teacher" else count_parameters(student)
+                sizes.append(f"{label} {parameters / 1e6:.2f} M parameters, {gflop(run, z, y):.2f} GFLOP/image")
+            report(f"{size}x{size} {im} (batch {batch}; {'; '.join(sizes)})", rates, ("student", "teacher"),
+                   "images/s")
 
 
 def main() -> None:
@@ -74,8 +76,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as folder:
         checkpoint = args.checkpoint or random_checkpoint(Path(folder) / "cgn.pth")
         for size in args.sizes:
-            for batch in args.batch:
-                compare(size, checkpoint, device, batch, args.repeats)
+            compare(size, checkpoint, device, args.batch, args.repeats)
 
 
 if __name__ == "__main__":
