@@ -7,8 +7,9 @@ First every finished experiment of HEAD and its ancestors (`dvc.api.exp_show`) n
 record in results/runs/ (pipeline.runs: commit them), then the report is made from the records alone, so it
 holds the runs of every machine and session whose records were committed. A study's variant is found
 by its params, not its name: the run whose params are the baseline's with the variant's overrides laid over them.
-A study pairs with the newest baseline it ran a variant against: after a profile changes (and its baseline runs
-again), the studies made before the change keep the baseline they were made against, in a section of their own.
+A study shows with every baseline it ran a variant against: after a profile changes (and its baseline runs
+again), the studies made before the change keep the baseline they were made against, in a section of their own,
+and a run that is a variant of both baselines is compared with each.
 The report is plain Markdown and PNG, so it reads on GitHub without DVC.
 """
 
@@ -96,14 +97,17 @@ def baseline_groups(runs: dict[str, Run], teacher: str) -> list[Run]:
     return groups
 
 
-def paired_studies(runs: dict[str, Run], teacher: str, groups: list[Run]) -> dict[str, tuple[Run, dict[str, Run]]]:
-    """Study -> (the newest baseline against which it ran a variant other than that baseline itself, its variants
-    there); a study that never did pairs with the newest baseline (its tables show the baseline alone)."""
-    paired = {}
+def paired_studies(runs: dict[str, Run], teacher: str, groups: list[Run]) -> list[dict[str, dict[str, Run]]]:
+    """Per baseline of `groups` (in their order): study -> variant -> run, for each study that ran a variant other
+    than that baseline itself against it. A study that never did shows with the newest baseline (its tables show
+    the baseline alone)."""
+    paired: list[dict[str, dict[str, Run]]] = [{} for _ in groups]
     for study in STUDIES:
-        found = [(group, variants(runs, teacher, study, group)) for group in groups]
-        paired[study] = next(((group, runs_there) for group, runs_there in found
-                              if any(run.rev != group.rev for run in runs_there.values())), found[0])
+        found = [variants(runs, teacher, study, group) for group in groups]
+        ran = [index for index, (group, there) in enumerate(zip(groups, found))
+               if any(run.rev != group.rev for run in there.values())]
+        for index in ran or [0]:
+            paired[index][study] = found[index]
     return paired
 
 
@@ -274,24 +278,27 @@ def verdicts(baseline: Run, found: dict[str, dict[str, Run]], curves: dict) -> l
     if {"l1", "l2-shape"} <= set(pixel) and pixel["l2-shape"].rev != pixel["l1"].rev:
         outcome = _outcome(pixel["l2-shape"], pixel["l1"])
         lines.append(f"- *L2 for the shape student alone* (l2-shape vs l1): {outcome}.")
-    return lines + objective_verdicts(found.get("objective", {}))
+    return lines + objective_verdicts(baseline, found.get("objective", {}))
 
 
-def objective_verdicts(objective: dict[str, Run]) -> list[str]:
+def objective_verdicts(baseline: Run, objective: dict[str, Run]) -> list[str]:
     """What the adversarial and feature terms do to each student, for all three at once and for the colour
-    students alone, against the pixel loss alone."""
+    students alone, against the study's control: `pixel-only` turns the terms off for every student that the
+    baseline gives no terms of its own (`ims.<im>.loss`), so it is the baseline itself where that is pixel-only."""
     control, lines = objective.get("pixel-only"), []
     if control is None:
         return lines
+    # The table's row label of the control: study_runs shows a variant equal to the baseline as the baseline.
+    control_label = "baseline" if control.rev == baseline.rev else "pixel-only"
     full = objective.get("full")
     if full and full.rev != control.rev:
         helped = set(ended_lower(control, full))
-        lines.append(f"- *The adversarial and feature terms help the colour students* (full objective vs pixel "
-                     f"loss only): {_outcome(full, control)}: "
+        lines.append(f"- *The adversarial and feature terms help the colour students* (full vs {control_label}): "
+                     f"{_outcome(full, control)}: "
                      f"{'held' if {'texture', 'background'} <= helped else 'not held'}.")
     mixed = objective.get("per-mechanism")
     if mixed and mixed.rev != control.rev:
-        lines.append(f"- *The full objective for the colour students alone* (per-mechanism vs pixel loss only): "
+        lines.append(f"- *The full objective for the colour students alone* (per-mechanism vs {control_label}): "
                      f"{_outcome(mixed, control)}.")
     return lines
 
@@ -472,8 +479,7 @@ def teacher_section(runs: dict[str, Run], teacher: str, out: Path, defaults: dic
     groups = baseline_groups(runs, teacher)
     paired = paired_studies(runs, teacher, groups)
     lines = []
-    for index, baseline in enumerate(groups):
-        found = {study: runs_there for study, (group, runs_there) in paired.items() if group.rev == baseline.rev}
+    for index, (baseline, found) in enumerate(zip(groups, paired)):
         if index == 0:
             lines += [f"## Teacher: {teacher}", ""]
         elif found:

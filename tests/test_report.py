@@ -196,9 +196,9 @@ def test_the_objective_verdicts_say_which_students_the_terms_move_beyond_the_spr
         "per-mechanism": ({**pixel_only, **COLOUR_FULL}, [(0.85, 40.9, 42.0), (0.86, 41.0, 42.2), (0.87, 41.1, 42.4)]),
     })
     text = write_report(runs, ["synthetic"], tmp_path, DEFAULTS).read_text()
-    assert ("*The adversarial and feature terms help the colour students* (full objective vs pixel loss only): "
+    assert ("*The adversarial and feature terms help the colour students* (full vs baseline): "
             "higher on texture, background; no difference beyond the spread on shape: held.") in text
-    assert ("*The full objective for the colour students alone* (per-mechanism vs pixel loss only): higher on "
+    assert ("*The full objective for the colour students alone* (per-mechanism vs baseline): higher on "
             "texture; no difference beyond the spread on shape, background.") in text
     assert "| per-mechanism | `ims.texture.loss.adversarial_weight=0.01, ims.texture.loss.feature_weight=1.0, " in text
 
@@ -236,6 +236,32 @@ def test_studies_made_before_the_baseline_changed_keep_the_baseline_they_were_ma
     assert "L2 ends lower on 2 of 3 students (texture, background): held." in earlier
     assert "dvc exp run -n synthetic-l2-seed1 -S seed=1 -S loss.pixel=l2" in earlier
     assert len(list((tmp_path / "figures").glob("synthetic*-curves.png"))) == 2
+
+
+def test_a_study_that_is_a_variant_of_two_baselines_is_compared_with_each(tmp_path):
+    """The profile gave the texture student the adversarial and feature terms after the objective study: the
+    per-mechanism runs (both colour students' terms) are a variant of the old pixel-only baseline and of the new
+    one alike. The evidence for the change stays against the old baseline; the new section adds the
+    background's terms to today's profile, with the same runs."""
+    pixel_only = {key: value for key, value in OBJECTIVE_OFF.items() if key != "loss.kl_weight"}
+    texture_terms = {key: value for key, value in COLOUR_FULL.items() if key.startswith("ims.texture.")}
+    seeds = [(0.85, 33.0, 72.0), (0.86, 33.1, 72.1), (0.87, 33.2, 72.2)]
+    old = seeded_runs({"baseline": (pixel_only, seeds),
+                       "per-mechanism": ({**pixel_only, **COLOUR_FULL},
+                                         [(shape, texture + 0.5, background) for shape, texture, background in seeds])},
+                      age=1)
+    new = seeded_runs({"baseline": ({**pixel_only, **texture_terms},
+                                    [(shape, texture + 0.5, background) for shape, texture, background in seeds])})
+    text = write_report({**old, **new}, ["synthetic"], tmp_path, DEFAULTS).read_text()
+    current, earlier = text.split("## Teacher: synthetic, studies against an earlier baseline")
+    assert ("(per-mechanism vs baseline): higher on texture; no difference beyond the spread on shape, "
+            "background.") in earlier
+    assert "`ims.texture.loss.adversarial_weight` unset (now `0.01`)" in earlier
+    assert ("(per-mechanism vs baseline): no difference beyond the spread on shape, texture, "
+            "background.") in current
+    for section in (current, earlier):
+        assert "| per-mechanism | `ims.texture.loss.adversarial_weight=0.01, " in section
+        assert "dvc exp run -n synthetic-per-mechanism-seed2 -S seed=2 " in section
 
 
 def test_no_verdict_compares_a_baseline_with_itself(tmp_path):
