@@ -73,7 +73,11 @@ random_checkpoint(Path(sys.argv[1]))" "$checkpoint"
 # stages' deterministic algorithms, tell whether kernel launches or deterministic kernels hold them back.
 step 200 "ImageNet CGN (random full-size weights) against the profiles' students, per mechanism, 256 and 128" \
   "$python" -m benchmarks.imagenet_speed --checkpoint "$checkpoint" --batch 32 128 --repeats 3
-step 90 "The same at 256, without deterministic algorithms" "$python" -m benchmarks.imagenet_speed \
+# What holds a student back at batch 128: its memory layout, float32 (bf16 as a ceiling), kernel launches (a
+# CUDA graph), and which kernels take the time.
+step 60 "An ImageNet student's forward: layouts, bf16, a CUDA graph, its kernels" "$python" -m \
+  benchmarks.student_forward --sizes 256 128 --batch 32 128 --repeats 3
+step 90 "Teacher against students at 256, without deterministic algorithms" "$python" -m benchmarks.imagenet_speed \
   --checkpoint "$checkpoint" --sizes 256 --batch 32 128 --repeats 2 --nondeterministic
 step 120 "ImageNet CGN teacher sampling into shards (profile cgn-imagenet, 1,000 samples per mechanism)" \
   "$python" -m benchmarks.shard_writing --profile cgn-imagenet --set "teacher.cgn-imagenet.checkpoint=$checkpoint" \

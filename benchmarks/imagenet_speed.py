@@ -24,7 +24,7 @@ from skdcgn.distillation.students import StudentGenerator, count_parameters
 from skdcgn.mechanisms import IMS
 from skdcgn.settings import CGNImageNetSettings
 from skdcgn.teachers.base import Mechanism
-from skdcgn.teachers.cgn_imagenet import CGNImageNetNet, CGNImageNetTeacher
+from skdcgn.teachers.cgn_imagenet import NUM_CLASSES, Z_DIM, CGNImageNetNet, CGNImageNetTeacher
 from skdcgn.teachers.noise import draw_noise
 
 PROFILES = {256: "cgn-imagenet", 128: "cgn-imagenet-128"}
@@ -37,6 +37,14 @@ def random_checkpoint(path: Path) -> Path:
     return path
 
 
+def profile_student(im: str, size: int, z_dim: int = Z_DIM, num_classes: int = NUM_CLASSES) -> StudentGenerator:
+    """An untrained student of `im` as profiles/cgn-imagenet[-128].yaml configure it (speed does not depend on
+    the weights), for the released CGN's noise and classes unless told otherwise."""
+    profile = overrides(PROFILES[size])
+    return StudentGenerator(im, z_dim, num_classes, size, profile["train.student_widths"],
+                            profile["train.class_embedding"])
+
+
 def gflop(run: Mechanism, z: torch.Tensor, y: torch.Tensor) -> float:
     with FlopCounterMode(display=False) as counter, torch.no_grad():
         run(z, y)
@@ -46,9 +54,8 @@ def gflop(run: Mechanism, z: torch.Tensor, y: torch.Tensor) -> float:
 def compare(size: int, checkpoint: Path, device: torch.device, batches: list[int], repeats: int) -> None:
     """One report per batch size and mechanism; the teacher (a full-size checkpoint) and students load once."""
     teacher = CGNImageNetTeacher(CGNImageNetSettings(checkpoint=str(checkpoint), image_size=size)).to(device)
-    profile = overrides(PROFILES[size])
-    students = {im: StudentGenerator(im, teacher.z_dims[im], teacher.num_classes, size, profile["train.student_widths"],
-                                     profile["train.class_embedding"]).to(device).eval() for im in IMS}
+    students = {im: profile_student(im, size, teacher.z_dims[im], teacher.num_classes).to(device).eval()
+                for im in IMS}
     for batch in batches:
         z = draw_noise(batch, teacher.z_dims["texture"], torch.Generator().manual_seed(0), teacher.truncation)
         y = torch.arange(batch) % teacher.num_classes

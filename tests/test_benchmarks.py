@@ -38,6 +38,16 @@ def test_imagenet_benchmark_compares_each_mechanism_at_both_sizes_and_each_batch
     assert all("GFLOP/image" in r.group(1) and "M parameters" in r.group(1) for r in reports)
 
 
+def test_student_forward_benchmark_compares_the_layouts_and_lists_the_operators():
+    """On the CPU: the contiguous layout against the stages' channels_last, per batch and size (bf16 and the CUDA
+    graph exist on a GPU only), then the operator table, whose lines are comments."""
+    output = run_benchmark("student_forward", "--sizes", "128", "--batch", "1", "2", "--top", "4")
+    reports = check_reports(output, 2)
+    assert [r.group(1) for r in reports] == [f"128x128 texture student, batch {b}" for b in (1, 2)]
+    assert all(r.group(2) == "contiguous float32" and r.group(4) == "channels_last float32" for r in reports)
+    assert "# operators, channels_last float32, by self_cpu_time_total" in output and "convolution" in output
+
+
 def test_generate_benchmark_runs_the_imagenet_profile(tmp_path):
     """The command of benchmarks/gpu.sh, on a tiny random CGN: masks as PNG, textures and backgrounds as JPEG."""
     checkpoint = write_tiny_checkpoint(tmp_path / "cgn.pth", doublings=6)

@@ -136,6 +136,18 @@ def test_checkpoint_carries_its_config_and_loads_onto_any_device(tmp_path, devic
                                rtol=0)
 
 
+def test_both_memory_layouts_draw_the_same_images(device, tf32_slack):
+    """benchmarks.student_forward times a student in either layout: a faster one must draw the same images."""
+    student = make_student("texture").to(device).eval()
+    z, y = torch.randn(4, 16, device=device), torch.arange(4, device=device)
+    with torch.no_grad():
+        default = student(z, y)
+        student.layout = torch.contiguous_format
+        contiguous = student(z, y)
+    assert default.is_contiguous(memory_format=torch.channels_last) and contiguous.is_contiguous()
+    torch.testing.assert_close(contiguous, default, atol=1e-5 + tf32_slack, rtol=0)
+
+
 @pytest.mark.parametrize("content", [b"", b"garbage" * 100, None])
 def test_foreign_checkpoint_gets_one_clear_error(tmp_path, content):
     path = tmp_path / "s.pt"

@@ -111,6 +111,9 @@ class StudentGenerator(nn.Module):
         # of steps to walk there. Starting there leaves the network to model only what the noise changes.
         self.class_offset = nn.Embedding(num_classes, CHANNELS[im])
         nn.init.zeros_(self.class_offset.weight)
+        # channels_last: oneDNN's convolutions at few channels ran ~1.6x faster in it on one CPU thread. Whether
+        # cuDNN's depthwise kernels are fast in it is open (benchmarks.student_forward measures both layouts).
+        self.layout = torch.channels_last
 
     @torch.no_grad()
     def init_class_offset(self, class_means: torch.Tensor) -> None:
@@ -124,9 +127,9 @@ class StudentGenerator(nn.Module):
         else:
             condition = code = self.embedding(y)
         inputs = torch.cat([z, code], dim=1)
-        # channels_last: oneDNN's convolutions at few channels ran ~1.6x faster in it on one CPU thread, and
-        # cuDNN prefers it under bf16; doing it here gives every caller (training, compose, CLI) that speed.
-        h = self.stem(inputs).view(len(z), -1, self.base, self.base).contiguous(memory_format=torch.channels_last)
+        # The layout is set here, where the first image-shaped tensor appears: every later layer keeps it, and
+        # every caller (training, compose, CLI) gets it.
+        h = self.stem(inputs).view(len(z), -1, self.base, self.base).contiguous(memory_format=self.layout)
         for block in self.blocks:
             h = block(h, condition)
         lo, hi = self.value_range
