@@ -63,6 +63,12 @@ large=(--set teacher.synthetic.num_classes=1000 --set teacher.synthetic.image_si
        --set "train.disc_widths=[32, 64, 128, 256, 512]"
        --set generate.batch_size=500 --set generate.shard_size=1000 --repeats 2)
 
+# What holds a student back (the first GPU run saw 0.5 TFLOP/s): its memory layout (in channels_last PyTorch
+# hands every float32 depthwise convolution to cuDNN, in the contiguous layout to its own depthwise kernel),
+# float32 (bf16 as a ceiling), kernel launches (a CUDA graph), and which kernels take the time. First: it needs no
+# checkpoint and is the cheapest.
+step 60 "An ImageNet student's forward: layouts, bf16, a CUDA graph, its kernels" "$python" -m \
+  benchmarks.student_forward --sizes 256 128 --batch 32 128 --repeats 3
 # The ImageNet CGN with random full-size weights (speed does not depend on them): teacher against students,
 # then the generate stage's path against the raw forward, 1,000 samples (one per class) per mechanism.
 checkpoint="$out/cgn-random.pth"
@@ -73,10 +79,6 @@ random_checkpoint(Path(sys.argv[1]))" "$checkpoint"
 # stages' deterministic algorithms, tell whether kernel launches or deterministic kernels hold them back.
 step 200 "ImageNet CGN (random full-size weights) against the profiles' students, per mechanism, 256 and 128" \
   "$python" -m benchmarks.imagenet_speed --checkpoint "$checkpoint" --batch 32 128 --repeats 3
-# What holds a student back at batch 128: its memory layout, float32 (bf16 as a ceiling), kernel launches (a
-# CUDA graph), and which kernels take the time.
-step 60 "An ImageNet student's forward: layouts, bf16, a CUDA graph, its kernels" "$python" -m \
-  benchmarks.student_forward --sizes 256 128 --batch 32 128 --repeats 3
 step 90 "Teacher against students at 256, without deterministic algorithms" "$python" -m benchmarks.imagenet_speed \
   --checkpoint "$checkpoint" --sizes 256 --batch 32 128 --repeats 2 --nondeterministic
 step 120 "ImageNet CGN teacher sampling into shards (profile cgn-imagenet, 1,000 samples per mechanism)" \

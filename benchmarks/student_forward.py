@@ -3,10 +3,11 @@ each memory layout, in bf16 and as a replayed CUDA graph (on CUDA), against the 
 operators that take its time.
 
 The first GPU run saw the students at 0.5 TFLOP/s, 4x the teacher's speed where the goal is 20x. A student is
-~100 small kernels per forward, most of them depthwise convolutions run in channels_last, a layout in which
-cuDNN's grouped kernels have been reported slow (pytorch/pytorch#34977). One run on a GPU tells which holds it
-back: the layout (contiguous against channels_last), the arithmetic (bf16), or the kernel launches (a CUDA graph
-replays the whole forward as one launch). The stages keep float32, whose images are stored
+~100 small kernels per forward, many of them depthwise convolutions in channels_last: in that layout PyTorch hands
+every float32 depthwise convolution to cuDNN (`use_cudnn_depthwise` in ATen's Convolution.cpp), whose grouped
+kernels have been reported slow (pytorch/pytorch#34977); in the contiguous layout it runs its own depthwise
+kernel. One run on a GPU tells which holds a student back: the layout, the arithmetic (bf16), or the kernel
+launches (a CUDA graph replays the whole forward as one launch). The stages keep float32, whose images are stored
 (skdcgn.utils.device): bf16 here is a ceiling, not a proposal. The mask student differs in its last
 convolution alone, so the texture student stands for all three.
 Usage: python -m benchmarks.student_forward [--sizes 256 128] [--batch 32 128] [--repeats 3]
