@@ -2,14 +2,14 @@
 each memory layout, in bf16 and as a replayed CUDA graph (on CUDA), against the stages' own way, then the
 operators that take its time.
 
-The first GPU run saw the students at 0.5 TFLOP/s, 4x the teacher's speed where the goal is 20x. A student is
-~100 small kernels per forward, many of them depthwise convolutions in channels_last: in that layout PyTorch hands
-every float32 depthwise convolution to cuDNN (`use_cudnn_depthwise` in ATen's Convolution.cpp), whose grouped
-kernels have been reported slow (pytorch/pytorch#34977); in the contiguous layout it runs its own depthwise
-kernel. One run on a GPU tells which holds a student back: the layout, the arithmetic (bf16), or the kernel
-launches (a CUDA graph replays the whole forward as one launch). The stages keep float32, whose images are stored
-(skdcgn.utils.device): bf16 here is a ceiling, not a proposal. The mask student differs in its last
-convolution alone, so the texture student stands for all three.
+The first GPU run saw the students at 0.5 TFLOP/s, 4x the teacher's speed where the goal is 20x. A student
+is ~160 small operators per forward (the CPU's profile), many of them depthwise convolutions in channels_last:
+in that layout PyTorch hands every float32 depthwise convolution to cuDNN (`use_cudnn_depthwise` in ATen's
+Convolution.cpp), whose grouped kernels have been reported slow (pytorch/pytorch#34977); in the contiguous
+layout it runs its own depthwise kernel. One run on a GPU tells which holds a student back: the layout, the
+arithmetic (bf16), or the kernel launches (a CUDA graph replays the whole forward as one launch). The stages
+keep float32, whose images are stored (skdcgn.utils.device): bf16 here is a ceiling, not a proposal. The mask
+student differs in its last convolution alone, so the texture student stands for all three.
 Usage: python -m benchmarks.student_forward [--sizes 256 128] [--batch 32 128] [--repeats 3]
 """
 
@@ -75,7 +75,7 @@ def _graphed(forward: Callable[[], torch.Tensor]) -> Callable[[], None]:
 
 def measure(size: int, batches: list[int], device: torch.device, repeats: int, top: int) -> None:
     """One report per batch and variant (against the stages' way), then the operator table of the stages' way
-    at the largest batch."""
+    at the last batch given."""
     student = profile_student("texture", size).to(device).eval()
     for batch in batches:
         z = torch.randn(batch, Z_DIM, generator=torch.Generator().manual_seed(0)).to(device)
