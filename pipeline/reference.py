@@ -1,15 +1,16 @@
 """Stage reference: what the students are measured against, which does not depend on them.
 
 Classifiers trained on the teacher's counterfactuals (from the same inputs and texture shifts the students get in
-compose) and on factual, colour-biased data, both tested on the out-of-distribution test set. Kept apart from
+compose) and on factual, colour-biased data, both tested on the out-of-distribution test set, and one that tells
+the teacher's counterfactuals from the real images of that set, as evaluate does for the students'. Kept apart from
 `evaluate` so an experiment on the students does not retrain these. Teacher and classifiers run on the stage's
 device. For a teacher whose images are not digits (ImageNet) only the grid of its counterfactuals is made, and
 the metrics say that the classifier protocol was skipped.
 """
 
 from pipeline.common import DATA, exit_on_error, setup_torch, stage_args, staging, write_json
-from pipeline.downstream import (alongside, classifier_for, evaluation_sets, protocol_skipped, scores_on_test,
-                                 write_confusion)
+from pipeline.downstream import (alongside, classifier_for, evaluation_sets, protocol_skipped,
+                                 real_or_counterfactual, scores_on_test, write_confusion)
 from skdcgn.counterfactuals.composite import COMPOSITE_RANGE, render
 from skdcgn.counterfactuals.inputs import counterfactual_inputs, counterfactual_shifts
 from skdcgn.evaluation.protocol import composite_images
@@ -34,14 +35,17 @@ def main() -> None:
     metrics = {"classifier_protocol": skipped} if skipped else {}
     if not skipped:
         classifier = classifier_for(teacher, device)
-        # The two classifiers are independent, and this stage is on the way to the last one (evaluate waits on
-        # it): the factual one trains on another core meanwhile where there is one.
+        counterfactuals = composite_images(mechanisms, inputs, shifts, changes, device)
+        # The classifiers are independent, and this stage is on the way to the last one (evaluate waits on it):
+        # the factual one trains on another core meanwhile where there is one.
         with alongside(scores_on_test, "factual data", factual, test, params, classifier) as factual_result:
-            teacher_scores, teacher_confusion = scores_on_test(
-                "teacher counterfactuals", composite_images(mechanisms, inputs, shifts, changes, device), test,
-                params, classifier)
+            teacher_scores, teacher_confusion = scores_on_test("teacher counterfactuals", counterfactuals, test,
+                                                               params, classifier)
+            # What evaluate asks of the students' counterfactuals, asked of the teacher's: how far from 0.5 a
+            # student's figure may be and still be as real as its teacher's.
+            realism = real_or_counterfactual(test, counterfactuals, params, classifier)
         factual_scores, _ = factual_result()
-        metrics |= {"teacher": teacher_scores, "factual": factual_scores,
+        metrics |= {"teacher": teacher_scores, "factual": factual_scores, "real_vs_counterfactual": realism,
                     "train_size": {"teacher": settings.n, "factual": len(factual.labels)},
                     "test_size": len(test.labels)}
     metrics["teacher_parameters"] = sum(map(teacher.num_parameters, teacher.z_dims))

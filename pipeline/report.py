@@ -331,6 +331,16 @@ def mask_table(masks: dict[str, Run]) -> list[str]:
     return lines
 
 
+def teacher_realism(baseline: Run) -> list[str]:
+    """The mask table's realism figures for the teacher's own counterfactuals (reference), where the baseline
+    measured them: what a student's figure is to be read against."""
+    if _leaf(baseline.metrics, REFERENCE, "real_vs_counterfactual", "test_accuracy") is None:
+        return []
+    return [f"The teacher's own counterfactuals against the same real images (stage reference, the baseline's "
+            f"masks): train {_cell(baseline, REFERENCE, 'real_vs_counterfactual', 'train_accuracy')}, test "
+            f"{_cell(baseline, REFERENCE, 'real_vs_counterfactual', 'test_accuracy')}.", ""]
+
+
 def denoise_table(denoise: dict[str, Run]) -> list[str]:
     lines = ["| masks | teacher CFs: OOD accuracy | student CFs: OOD accuracy | student / teacher |",
              "|---" * 4 + "|"]
@@ -518,7 +528,7 @@ def baseline_section(baseline: Run, found: dict[str, dict[str, Run]], figures: P
         lines += ["### Shape mechanism: masks changed at composition (SKDCGN Table 1)", "",
                   "Real = the OOD test images (random colours); counterfactuals = the students'. The invariant "
                   "classifier is trained on the changed counterfactuals and tested on the OOD set.", "",
-                  *mask_table(found[MASK_STUDY]), "",
+                  *mask_table(found[MASK_STUDY]), "", *teacher_realism(baseline),
                   *([f"![counterfactuals per mask change]({figures.name}/{name}-masks.png)", ""] if grids else [])]
     if DENOISE_STUDY in found:
         lines += ["### Mask denoising (3x3 median) of teacher and student counterfactuals", "",

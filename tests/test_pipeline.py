@@ -133,7 +133,9 @@ def test_metrics_show_reports_fidelity_baselines_sizes_and_accuracies(repo):
     assert set(reference["teacher"]) == set(reference["factual"]) == {"accuracy", "accuracy_same_colour"}
     evaluate = files["data/evaluate/metrics.json"]
     assert 0 <= evaluate["student"]["accuracy"] <= 1
-    assert set(evaluate["real_vs_counterfactual"]) == {"train_accuracy", "test_accuracy"}
+    # The same realism test for the teacher's counterfactuals and the students'.
+    assert set(evaluate["real_vs_counterfactual"]) == set(reference["real_vs_counterfactual"]) == {
+        "train_accuracy", "test_accuracy"}
 
 
 def test_each_student_is_an_artifact_with_a_model_card_whose_example_runs(repo, tmp_path):

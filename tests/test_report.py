@@ -109,6 +109,20 @@ def test_report_gives_tables_verdicts_and_figures(study_runs, tmp_path):
         assert Image.open(tmp_path / "figures" / figure).size[0] > 300
 
 
+def test_the_mask_table_reads_against_the_teachers_own_realism_where_it_was_measured(tmp_path):
+    """Reference measures the teacher's counterfactuals against real images (the students' test in evaluate);
+    records made before it did have no such figure, and the report then says nothing of it."""
+    runs = seeded_runs({"baseline": ({}, [(0.80, 36.0, 49.0)] * 2),
+                        "noise": ({"compose.mask_noise_std": 0.2}, [(0.80, 36.0, 49.0)] * 2)})
+    assert "The teacher's own counterfactuals" not in write_report(runs, ["synthetic"], tmp_path, DEFAULTS).read_text()
+    for run, test_accuracy in zip(runs.values(), (0.70, 0.72, 0.0, 0.0)):
+        run.metrics["data/reference/metrics.json"]["real_vs_counterfactual"] = {"train_accuracy": 0.75,
+                                                                                "test_accuracy": test_accuracy}
+    text = write_report(runs, ["synthetic"], tmp_path, DEFAULTS).read_text()
+    assert ("The teacher's own counterfactuals against the same real images (stage reference, the baseline's "
+            "masks): train 0.750 ± 0.000, test 0.710 ± 0.014.") in text.split("### Shape mechanism")[1]
+
+
 def test_over_seeds_the_report_gives_mean_and_spread_and_calls_only_differences_beyond_it(tmp_path):
     """Three seeds per variant: each figure is a mean ± standard deviation, and L2 counts as worse only where
     its runs lie below L1's by more than the spread (shape and background; texture is lower on average, by less
