@@ -240,13 +240,15 @@ def loss_tables(baseline: Run, found: dict[str, dict[str, Run]], curves: dict) -
     rows = [(variant, _changes(study, variant) if study else "(the teacher's own params)", run)
             for variant, (study, run) in study_runs(baseline, found, LOSS_STUDIES).items()]
     head = [f"{im} {UNITS[HEADLINE[im]]} (steps to 95 %)" for im in IMS]
-    lines = ["| variant | overrides | seeds | " + " | ".join(head) + " | OOD accuracy | student / teacher |",
-             "|---" * (len(head) + 5) + "|"]
+    lines = ["| variant | overrides | seeds | " + " | ".join(head) + " | OOD accuracy | student / teacher "
+             "| real vs CF test |", "|---" * (len(head) + 6) + "|"]
     for variant, changes, run in rows:
         cells = [f"{_fidelity_cell(run, im, 'heldout')} "
                  f"({_number(_leaf(run.metrics, STUDENT.format(im=im), 'steps_to_95pct_gain'), 0)})" for im in IMS]
         lines.append(f"| {variant} | `{changes}` | {len(run.runs)} | " + " | ".join(cells)
-                     + f" | {_cell(run, EVALUATE, 'student', 'accuracy')} | {_ratio_cell(run)} |")
+                     + f" | {_cell(run, EVALUATE, 'student', 'accuracy')} | {_ratio_cell(run)} "
+                     f"| {_cell(run, EVALUATE, 'real_vs_counterfactual', 'test_accuracy')} |")
+    lines += teacher_realism(baseline)
     if len(rows) == 1:  # the baseline alone: nothing to compare its steps with
         return lines
     lines += ["", "Steps to 95 % of the gain over the class-mean baseline up to the lower of the two final values, "
@@ -275,9 +277,12 @@ def verdicts(baseline: Run, found: dict[str, dict[str, Run]], curves: dict) -> l
         worse = ended_lower(pixel["l2"], pixel["l1"])
         lines.append(f"- *L2 is worse than L1*: L2 ends lower on {len(worse)} of 3 students "
                      f"({', '.join(worse) or 'none'}): {'held' if len(worse) >= 2 else 'not held'}.")
-    if {"l1", "l2-shape"} <= set(pixel) and pixel["l2-shape"].rev != pixel["l1"].rev:
-        outcome = _outcome(pixel["l2-shape"], pixel["l1"])
-        lines.append(f"- *L2 for the shape student alone* (l2-shape vs l1): {outcome}.")
+    # The shape on L1: l1-shape where it ran (a profile with the shape on L2), else l1 (the shape takes the
+    # global loss, as the default does; l1-shape then equals the baseline but is spelled differently).
+    shape_l1 = next(((label, pixel[label]) for label in ("l1-shape", "l1") if label in pixel), None)
+    if "l2-shape" in pixel and shape_l1 and pixel["l2-shape"].rev != shape_l1[1].rev:
+        outcome = _outcome(pixel["l2-shape"], shape_l1[1])
+        lines.append(f"- *L2 for the shape student alone* (l2-shape vs {shape_l1[0]}): {outcome}.")
     return lines + objective_verdicts(baseline, found.get("objective", {}))
 
 
@@ -332,13 +337,13 @@ def mask_table(masks: dict[str, Run]) -> list[str]:
 
 
 def teacher_realism(baseline: Run) -> list[str]:
-    """The mask table's realism figures for the teacher's own counterfactuals (reference), where the baseline
-    measured them: what a student's figure is to be read against."""
+    """A paragraph (a blank line before it) with the realism figures of the teacher's own counterfactuals
+    (reference), where the baseline measured them: what the students' real-vs-CF figures read against."""
     if _leaf(baseline.metrics, REFERENCE, "real_vs_counterfactual", "test_accuracy") is None:
         return []
-    return [f"The teacher's own counterfactuals against the same real images (stage reference, the baseline's "
-            f"masks): train {_cell(baseline, REFERENCE, 'real_vs_counterfactual', 'train_accuracy')}, test "
-            f"{_cell(baseline, REFERENCE, 'real_vs_counterfactual', 'test_accuracy')}.", ""]
+    return ["", f"The teacher's own counterfactuals against the same real images (stage reference, the baseline's "
+                f"masks): train {_cell(baseline, REFERENCE, 'real_vs_counterfactual', 'train_accuracy')}, test "
+                f"{_cell(baseline, REFERENCE, 'real_vs_counterfactual', 'test_accuracy')}."]
 
 
 def denoise_table(denoise: dict[str, Run]) -> list[str]:
@@ -528,7 +533,7 @@ def baseline_section(baseline: Run, found: dict[str, dict[str, Run]], figures: P
         lines += ["### Shape mechanism: masks changed at composition (SKDCGN Table 1)", "",
                   "Real = the OOD test images (random colours); counterfactuals = the students'. The invariant "
                   "classifier is trained on the changed counterfactuals and tested on the OOD set.", "",
-                  *mask_table(found[MASK_STUDY]), "", *teacher_realism(baseline),
+                  *mask_table(found[MASK_STUDY]), *teacher_realism(baseline), "",
                   *([f"![counterfactuals per mask change]({figures.name}/{name}-masks.png)", ""] if grids else [])]
     if DENOISE_STUDY in found:
         lines += ["### Mask denoising (3x3 median) of teacher and student counterfactuals", "",

@@ -46,7 +46,9 @@ STUDIES: dict[str, dict[str, dict[str, object]]] = {
     "kl": {"kl-0": {"loss.kl_weight": 0.0}, "kl-0.5": {"loss.kl_weight": 0.5}, "kl-1": {"loss.kl_weight": 1.0}},
     "kl_place": {place: {"loss.kl_weight": 1.0, "loss.kl_on": place.removeprefix("kl-")}
                  for place in ("kl-features", "kl-last_layer", "kl-pixels")},
-    "pixel": {"l1": {"loss.pixel": "l1"}, "l2": {"loss.pixel": "l2"}, "l2-shape": {"ims.shape.loss.pixel": "l2"}},
+    # The shape student's own pixel loss both ways: one of the two is the profile's (the CGN profile's is L2).
+    "pixel": {"l1": {"loss.pixel": "l1"}, "l2": {"loss.pixel": "l2"}, "l2-shape": {"ims.shape.loss.pixel": "l2"},
+              "l1-shape": {"ims.shape.loss.pixel": "l1"}},
     "objective": {"pixel-only": OBJECTIVE_OFF, "full": {**FULL_OBJECTIVE, "loss.kl_weight": 0.0},
                   "per-mechanism": COLOUR_FULL},
     "masks": {"none": {}, "noise": {"compose.mask_noise_std": 0.2}, "rotation": {"compose.mask_rotation": 30.0},

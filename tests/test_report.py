@@ -278,8 +278,28 @@ def test_a_study_that_is_a_variant_of_two_baselines_is_compared_with_each(tmp_pa
         assert "dvc exp run -n synthetic-per-mechanism-seed2 -S seed=2 " in section
 
 
+def test_a_profile_with_the_shape_on_l2_is_judged_against_l1_for_the_shape_with_realism_beside_it(tmp_path):
+    """The CGN profile trains the shape on L2: l2-shape is the baseline, l1-shape the other side. Each row gives
+    its real-vs-counterfactual test accuracy, the teacher's own under the table."""
+    shape_l2 = {"ims.shape.loss.pixel": "l2"}
+    runs = seeded_runs({"baseline": (shape_l2, [(0.86, 36.0, 49.0), (0.87, 36.0, 49.0)]),
+                        "l1-shape": ({"ims.shape.loss.pixel": "l1"}, [(0.84, 36.0, 49.0), (0.85, 36.0, 49.0)])})
+    for name, run in runs.items():
+        run.metrics["data/evaluate/metrics.json"]["real_vs_counterfactual"]["test_accuracy"] = (
+            0.93 if "baseline" in name else 0.66)
+        run.metrics["data/reference/metrics.json"]["real_vs_counterfactual"] = {"train_accuracy": 0.58,
+                                                                                "test_accuracy": 0.56}
+    text = write_report(runs, ["synthetic"], tmp_path, DEFAULTS).read_text()
+    assert "*L2 for the shape student alone* (l2-shape vs l1-shape): higher on shape;" in text
+    assert "| l1-shape | `ims.shape.loss.pixel=l1` | 2 | 0.845 ± 0.007 (200) |" in text
+    table = text.split("### Loss ablations")[1].split("Steps to 95 %")[0]
+    assert "| OOD accuracy | student / teacher | real vs CF test |" in table
+    assert "| 0.900 ± 0.000 | 1.000 ± 0.000 | 0.930 ± 0.000 |" in table and "| 0.660 ± 0.000 |" in table
+    assert "the baseline's masks): train 0.580 ± 0.000, test 0.560 ± 0.000." in table
+
+
 def test_no_verdict_compares_a_baseline_with_itself(tmp_path):
-    """A baseline with the shape on L2 is both the pixel study's `l1` and its `l2-shape`."""
+    """A baseline with the shape on L2 is both the pixel study's `l1` and its `l2-shape` (and no `l1-shape` ran)."""
     runs = seeded_runs({"baseline": ({"ims.shape.loss.pixel": "l2"}, [(0.86, 36.0, 49.0)])})
     text = write_report(runs, ["synthetic"], tmp_path, DEFAULTS).read_text()
     assert "| baseline | `(the teacher's own params)` | 1 | 0.860 (200) |" in text
