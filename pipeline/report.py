@@ -6,7 +6,8 @@
 First every finished experiment of HEAD and its ancestors (`dvc.api.exp_show`) not yet recorded becomes a run
 record in results/runs/ (pipeline.runs: commit them), then the report is made from the records alone, so it
 holds the runs of every machine and session whose records were committed. A study's variant is found
-by its params, not its name: the run whose params are the baseline's with the variant's overrides laid over them.
+by its params, not its name: the run that computes what the baseline's params with the variant's overrides laid
+over them compute (each student's objective as `ims.<im>` resolves it), whichever keys said it.
 A study shows with every baseline it ran a variant against: after a profile changes (and its baseline runs
 again), the studies made before the change keep the baseline they were made against, in a section of their own,
 and a run that is a variant of both baselines is compared with each.
@@ -16,7 +17,9 @@ The report is plain Markdown and PNG, so it reads on GitHub without DVC.
 from __future__ import annotations
 
 import argparse
+import functools
 import io
+import json
 import re
 import statistics
 import sys
@@ -33,7 +36,7 @@ from PIL import Image  # noqa: E402
 from pipeline.params import PARAMS_FILE  # noqa: E402
 from pipeline.profile import flat, flow, merged, nested, override, setting  # noqa: E402
 from pipeline.runs import EVALUATE, REFERENCE, RUNS, STUDENT, Run, archive, load, pooled  # noqa: E402
-from pipeline.studies import PAPER_N, STUDIES  # noqa: E402
+from pipeline.studies import PAPER_N, STUDIES, effective, needed  # noqa: E402
 from skdcgn.mechanisms import IMS  # noqa: E402
 from skdcgn.metrics.convergence import steps_to_reach  # noqa: E402
 from skdcgn.metrics.fidelity import HEADLINE  # noqa: E402
@@ -81,7 +84,18 @@ def seed_group(runs: dict[str, Run], teacher: str, params: dict) -> Run | None:
 
 
 def _variant_params(params: dict) -> dict:
-    """What tells variants apart: every param but the seed and those that change speed alone."""
+    """What tells variants apart: what a run computes (each student's own objective laid over the shared one,
+    pipeline.studies.effective), whichever keys said it, but for the seed and those that change speed alone."""
+    return _settings(json.dumps(params, sort_keys=True))
+
+
+@functools.cache  # a report compares every record with every variant of every study
+def _settings(params: str) -> dict:
+    return _given(effective(json.loads(params)))
+
+
+def _given(params: dict) -> dict:
+    """Every setting in `params` but the seed and those that change speed alone, by dotted key."""
     return {key: value for key, value in flat(params) if key != "seed" and key not in SPEED_ONLY}
 
 
@@ -230,14 +244,18 @@ def _spread_cell(values: list[float], digits: int, sign: str = "") -> str:
     return f"{statistics.fmean(values):{sign},.{digits}f}{spread}"
 
 
-def _changes(study: str, variant: str) -> str:
-    return ", ".join(setting(k, v) for k, v in STUDIES[study][variant].items()) or "(baseline)"
+def _changes(study: str, variant: str, baseline: Run | None = None) -> str:
+    """A variant's overrides; over `baseline`, only those that change what it computes."""
+    changes = STUDIES[study][variant]
+    if baseline is not None:
+        changes = needed(baseline.params, changes)
+    return ", ".join(setting(k, v) for k, v in changes.items()) or "(baseline)"
 
 
 def loss_tables(baseline: Run, found: dict[str, dict[str, Run]], curves: dict) -> list[str]:
     """Final fidelity per student (steps to 95 % of its gain) and steps to a common target against the
     baseline, one row per loss variant."""
-    rows = [(variant, _changes(study, variant) if study else "(the teacher's own params)", run)
+    rows = [(variant, _changes(study, variant, baseline) if study else "(the teacher's own params)", run)
             for variant, (study, run) in study_runs(baseline, found, LOSS_STUDIES).items()]
     head = [f"{im} {UNITS[HEADLINE[im]]} (steps to 95 %)" for im in IMS]
     lines = ["| variant | overrides | seeds | " + " | ".join(head) + " | OOD accuracy | student / teacher "
@@ -277,34 +295,36 @@ def verdicts(baseline: Run, found: dict[str, dict[str, Run]], curves: dict) -> l
         worse = ended_lower(pixel["l2"], pixel["l1"])
         lines.append(f"- *L2 is worse than L1*: L2 ends lower on {len(worse)} of 3 students "
                      f"({', '.join(worse) or 'none'}): {'held' if len(worse) >= 2 else 'not held'}.")
-    # The shape on L1: l1-shape where it ran (a profile with the shape on L2), else l1 (the shape takes the
-    # global loss, as the default does; l1-shape then equals the baseline but is spelled differently).
-    shape_l1 = next(((label, pixel[label]) for label in ("l1-shape", "l1") if label in pixel), None)
-    if "l2-shape" in pixel and shape_l1 and pixel["l2-shape"].rev != shape_l1[1].rev:
-        outcome = _outcome(pixel["l2-shape"], shape_l1[1])
-        lines.append(f"- *L2 for the shape student alone* (l2-shape vs {shape_l1[0]}): {outcome}.")
+    shape_l1, shape_l2 = pixel.get("l1-shape"), pixel.get("l2-shape")
+    if shape_l1 and shape_l2 and shape_l2.rev != shape_l1.rev:
+        lines.append(f"- *L2 for the shape student alone* (l2-shape vs {_row(baseline, 'l1-shape', shape_l1)}): "
+                     f"{_outcome(shape_l2, shape_l1)}.")
     return lines + objective_verdicts(baseline, found.get("objective", {}))
 
 
+def _row(baseline: Run, variant: str, run: Run) -> str:
+    """The loss table's row label of `variant`: study_runs shows a variant equal to the baseline as the baseline."""
+    return "baseline" if run.rev == baseline.rev else variant
+
+
 def objective_verdicts(baseline: Run, objective: dict[str, Run]) -> list[str]:
-    """What the adversarial and feature terms do to each student, for all three at once and for the colour
-    students alone, against the study's control: `pixel-only` turns the terms off for every student that the
-    baseline gives no terms of its own (`ims.<im>.loss`), so it is the baseline itself where that is pixel-only."""
+    """What the adversarial and feature terms do to each student, for all three at once, for the colour students
+    alone and for the shape alone, against every student on the pixel loss alone."""
     control, lines = objective.get("pixel-only"), []
     if control is None:
         return lines
-    # The table's row label of the control: study_runs shows a variant equal to the baseline as the baseline.
-    control_label = "baseline" if control.rev == baseline.rev else "pixel-only"
+    versus = f"vs {_row(baseline, 'pixel-only', control)}"
     full = objective.get("full")
     if full and full.rev != control.rev:
         helped = set(ended_lower(control, full))
-        lines.append(f"- *The adversarial and feature terms help the colour students* (full vs {control_label}): "
+        lines.append(f"- *The adversarial and feature terms help the colour students* (full {versus}): "
                      f"{_outcome(full, control)}: "
                      f"{'held' if {'texture', 'background'} <= helped else 'not held'}.")
-    mixed = objective.get("per-mechanism")
-    if mixed and mixed.rev != control.rev:
-        lines.append(f"- *The full objective for the colour students alone* (per-mechanism vs {control_label}): "
-                     f"{_outcome(mixed, control)}.")
+    for variant, students in (("per-mechanism", "the colour students"), ("shape-full", "the shape student")):
+        run = objective.get(variant)
+        if run and run.rev != control.rev:
+            lines.append(f"- *The full objective for {students} alone* ({_row(baseline, variant, run)} {versus}): "
+                         f"{_outcome(run, control)}.")
     return lines
 
 
@@ -545,8 +565,8 @@ def baseline_section(baseline: Run, found: dict[str, dict[str, Run]], figures: P
 
 
 def _differences(params: dict, current: dict) -> str:
-    """`key` value here (now value) for each setting that tells two baselines apart."""
-    here, now = _variant_params(params), _variant_params(current)
+    """`key` value here (now value) for each param, as given, that tells two baselines apart."""
+    here, now = _given(params), _given(current)
 
     def shown(tree: dict, key: str) -> str:
         return f"`{flow(tree[key])}`" if key in tree else "unset"

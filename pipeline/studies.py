@@ -30,12 +30,23 @@ from pipeline.profile import merged, nested, override, overrides, params_keys
 from skdcgn.mechanisms import IMS
 from skdcgn.settings import LossSettings
 
-OBJECTIVE_OFF = {"loss.adversarial_weight": 0.0, "loss.feature_weight": 0.0, "loss.kl_weight": 0.0}
+TERMS_OFF = {"loss.adversarial_weight": 0.0, "loss.feature_weight": 0.0}
 # The library's default weights: the full objective stays what LossSettings says, not a copy of its numbers.
 FULL_OBJECTIVE = {"loss.adversarial_weight": LossSettings().adversarial_weight,
                   "loss.feature_weight": LossSettings().feature_weight}
-# The full objective for the colour students alone (`ims.<im>.loss`); the shape student keeps the teacher's own.
-COLOUR_FULL = {f"ims.{im}.{key}": value for im in ("texture", "background") for key, value in FULL_OBJECTIVE.items()}
+COLOUR = ("texture", "background")
+
+
+def for_students(terms: dict[str, float], ims: tuple[str, ...]) -> dict[str, float]:
+    """`terms` (loss.* keys) as the own objective (`ims.<im>.loss`) of each student of `ims`."""
+    return {f"ims.{im}.{key}": value for im in ims for key, value in terms.items()}
+
+
+# The objective study's variants say every student's terms: a profile may give one student terms of its own
+# (the CGN profile's shape), which a `loss.*` override alone would leave on.
+OBJECTIVE_OFF = {**TERMS_OFF, "loss.kl_weight": 0.0, **for_students(TERMS_OFF, IMS)}
+COLOUR_FULL = {**for_students(FULL_OBJECTIVE, COLOUR), **for_students(TERMS_OFF, ("shape",))}
+SHAPE_FULL = {**for_students(FULL_OBJECTIVE, ("shape",)), **for_students(TERMS_OFF, COLOUR)}
 # Claim (e): "0.75 mask transparency" raised the invariant classifier's accuracy. Both readings (the mask scaled to
 # 3/4, or to 1/4), on the teacher's counterfactuals and the students' alike.
 TRANSPARENT = {f"transparent-{t}": {"compose.mask_transparency": t, "compose.teacher_mask_transparency": t}
@@ -49,8 +60,10 @@ STUDIES: dict[str, dict[str, dict[str, object]]] = {
     # The shape student's own pixel loss both ways: one of the two is the profile's (the CGN profile's is L2).
     "pixel": {"l1": {"loss.pixel": "l1"}, "l2": {"loss.pixel": "l2"}, "l2-shape": {"ims.shape.loss.pixel": "l2"},
               "l1-shape": {"ims.shape.loss.pixel": "l1"}},
-    "objective": {"pixel-only": OBJECTIVE_OFF, "full": {**FULL_OBJECTIVE, "loss.kl_weight": 0.0},
-                  "per-mechanism": COLOUR_FULL},
+    # Each student on the pixel loss alone or with the adversarial and feature terms: all four corners.
+    "objective": {"pixel-only": OBJECTIVE_OFF,
+                  "full": {**FULL_OBJECTIVE, "loss.kl_weight": 0.0, **for_students(FULL_OBJECTIVE, IMS)},
+                  "per-mechanism": COLOUR_FULL, "shape-full": SHAPE_FULL},
     "masks": {"none": {}, "noise": {"compose.mask_noise_std": 0.2}, "rotation": {"compose.mask_rotation": 30.0},
               "transparency": {"compose.mask_transparency": 0.5}},
     "denoise": {"speckled": {"compose.mask_denoise": False}, "denoised": {"compose.mask_denoise": True}},
@@ -97,7 +110,7 @@ def experiments(name: str, base: dict, studies: list[str], root: Path = Path("."
     """Experiment name -> its full dotted overrides, one per distinct variant and seed, training runs first.
 
     A variant whose overrides leave the teacher's effective settings as they are is the baseline (e.g. the full
-    objective for the colour students of a teacher that has it for all three), and variants with equal effective
+    objective on a teacher that has it for all three), and variants with equal effective
     settings run once. With `seeds` > 1 each
     variant also runs with the next seeds (`seed` + 1, ...), named `<experiment>-seed<k>`: the report pools them
     into a mean and a spread. Each variant's merged params are checked against the schema, so a bad study fails
@@ -112,7 +125,7 @@ def experiments(name: str, base: dict, studies: list[str], root: Path = Path("."
             settings = effective(params)
             if settings not in seen:  # e.g. kl-1 and kl-features: one run
                 seen.append(settings)
-                queued[f"{name}-{variant}"] = (1 + compose_only(params, own), {**base, **changes})
+                queued[f"{name}-{variant}"] = (1 + compose_only(params, own), {**base, **needed(own, changes)})
     first = int(own.get("seed", 0))
     return {label + (f"-seed{k}" if k else ""): ({**values, "seed": first + k} if k else values)
             for label, (_, values) in sorted(queued.items(), key=lambda item: item[1][0]) for k in range(seeds)}
@@ -124,6 +137,19 @@ def effective(params: dict) -> dict:
     parsed = parse(params)
     students = {im: (parsed.train_for(im).model_dump(), parsed.loss_for(im).model_dump()) for im in IMS}
     return {**parsed.model_dump(exclude={"train", "loss", "ims"}), "students": students}
+
+
+def needed(own: dict, changes: dict) -> dict:
+    """`changes` less the overrides that change nothing over `own`'s effective settings, so that an unchanged
+    student keeps its stage's params (and its run-cache entry). A student's own keys (`ims.*`) go first, so
+    that what is left says the change in the most general keys."""
+    target = effective(merged(own, nested(changes)))
+    kept = dict(changes)
+    for key in sorted(changes, key=lambda key: not key.startswith("ims.")):
+        fewer = {other: value for other, value in kept.items() if other != key}
+        if effective(merged(own, nested(fewer))) == target:
+            kept = fewer
+    return kept
 
 
 def compose_only(params: dict, own: dict) -> bool:

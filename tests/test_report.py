@@ -14,7 +14,8 @@ from PIL import Image
 from pipeline.profile import merged, nested
 from pipeline.report import steps_to_common, variants, write_report
 from pipeline.runs import Run, archive, load
-from pipeline.studies import COLOUR_FULL, OBJECTIVE_OFF, STUDIES, experiments, queue_commands, teacher_params
+from pipeline.studies import (COLOUR_FULL, FULL_OBJECTIVE, STUDIES, TERMS_OFF, experiments, for_students,
+                              queue_commands, teacher_params)
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULTS = yaml.safe_load((ROOT / "params.yaml").read_text())
@@ -134,7 +135,7 @@ def test_over_seeds_the_report_gives_mean_and_spread_and_calls_only_differences_
     text = write_report(runs, ["synthetic"], tmp_path, DEFAULTS).read_text()
     assert "| baseline | `(the teacher's own params)` | 3 | 0.820 ± 0.020 (200) | 36.30 ± 0.10 (200) |" in text
     assert "L2 ends lower on 2 of 3 students (shape, background): held." in text
-    assert ("*L2 for the shape student alone* (l2-shape vs l1): higher on shape; no difference beyond the spread "
+    assert ("*L2 for the shape student alone* (l2-shape vs baseline): higher on shape; no difference beyond the spread "
             "on texture, background.") in text
     assert "dvc exp run -n synthetic-l2-seed2 -S seed=2 -S loss.pixel=l2" in text  # every seed's command
 
@@ -203,7 +204,7 @@ def test_at_the_cgn_papers_n_one_seed_counts_a_difference_only_beyond_the_spread
 def test_the_objective_verdicts_say_which_students_the_terms_move_beyond_the_spread(tmp_path):
     """A pixel-only baseline (as the CGN-MNIST profile): the full objective helps texture and background beyond
     the spread and leaves the shape within it; for the colour students alone only the texture moves."""
-    pixel_only = {key: value for key, value in OBJECTIVE_OFF.items() if key != "loss.kl_weight"}
+    pixel_only = dict(TERMS_OFF)  # as the CGN-MNIST profile says it: the shared terms off
     runs = seeded_runs({
         "baseline": (pixel_only, [(0.85, 40.0, 42.0), (0.86, 40.1, 42.1), (0.87, 40.2, 42.2)]),
         "full": ({}, [(0.86, 41.0, 43.0), (0.86, 41.1, 43.1), (0.86, 41.2, 43.2)]),
@@ -234,7 +235,8 @@ def test_the_data_table_gives_held_out_and_train_fidelity_per_teacher_samples_pe
 def test_studies_made_before_the_baseline_changed_keep_the_baseline_they_were_made_against(tmp_path):
     """The profile gave the shape student L2 after the pixel study ran; the baseline ran again, then the data
     study. The pixel study still compares L2 with the L1 baseline, in a section that says what changed since;
-    the data study and the current baseline's own row belong to the newest section."""
+    the data study and the current baseline's own row belong to the newest section, where the old runs are
+    variants of the new baseline too: the old baseline its l1-shape, the old l2 (every student on L2) its l2."""
     old = seeded_runs({"baseline": ({}, [(0.80, 36.0, 49.0), (0.81, 36.1, 49.1)]),
                        "l2": ({"loss.pixel": "l2"}, [(0.82, 35.0, 47.0), (0.83, 35.1, 47.1)])}, age=1)
     shape_l2 = {"ims.shape.loss.pixel": "l2"}
@@ -244,7 +246,9 @@ def test_studies_made_before_the_baseline_changed_keep_the_baseline_they_were_ma
     text = write_report({**old, **new}, ["synthetic"], tmp_path, DEFAULTS).read_text()
     current, earlier = text.split("## Teacher: synthetic, studies against an earlier baseline")
     assert "| baseline | `(the teacher's own params)` | 2 | 0.865 ± 0.007 (200) |" in current
-    assert "| 250 | 2 | 0.845 ± 0.007 / 0.845 ± 0.007 |" in current and "| l2 |" not in current
+    assert "| 250 | 2 | 0.845 ± 0.007 / 0.845 ± 0.007 |" in current
+    assert "| l1-shape | `ims.shape.loss.pixel=l1` | 2 | 0.805 ± 0.007 (200) |" in current
+    assert "| l2 | `loss.pixel=l2` | 2 | 0.825 ± 0.007 (200) |" in current
     assert "`ims.shape.loss.pixel` unset (now `l2`)." in earlier and "### Data efficiency" not in earlier
     assert "| baseline | `(the teacher's own params)` | 2 | 0.805 ± 0.007 (200) |" in earlier
     assert "L2 ends lower on 2 of 3 students (texture, background): held." in earlier
@@ -255,9 +259,9 @@ def test_studies_made_before_the_baseline_changed_keep_the_baseline_they_were_ma
 def test_a_study_that_is_a_variant_of_two_baselines_is_compared_with_each(tmp_path):
     """The profile gave the texture student the adversarial and feature terms after the objective study: the
     per-mechanism runs (both colour students' terms) are a variant of the old pixel-only baseline and of the new
-    one alike. The evidence for the change stays against the old baseline; the new section adds the
-    background's terms to today's profile, with the same runs."""
-    pixel_only = {key: value for key, value in OBJECTIVE_OFF.items() if key != "loss.kl_weight"}
+    one alike. The evidence for the change stays against the old baseline; the new section shows the same runs
+    beside today's profile, and the old baseline as its pixel-only variant, the verdict's control."""
+    pixel_only = dict(TERMS_OFF)  # as the CGN-MNIST profile says it: the shared terms off
     texture_terms = {key: value for key, value in COLOUR_FULL.items() if key.startswith("ims.texture.")}
     seeds = [(0.85, 33.0, 72.0), (0.86, 33.1, 72.1), (0.87, 33.2, 72.2)]
     old = seeded_runs({"baseline": (pixel_only, seeds),
@@ -271,11 +275,29 @@ def test_a_study_that_is_a_variant_of_two_baselines_is_compared_with_each(tmp_pa
     assert ("(per-mechanism vs baseline): higher on texture; no difference beyond the spread on shape, "
             "background.") in earlier
     assert "`ims.texture.loss.adversarial_weight` unset (now `0.01`)" in earlier
-    assert ("(per-mechanism vs baseline): no difference beyond the spread on shape, texture, "
+    assert ("(per-mechanism vs pixel-only): higher on texture; no difference beyond the spread on shape, "
             "background.") in current
+    # Each table says a variant's overrides over its own baseline: what the variant changes there.
+    assert "| pixel-only | `ims.texture.loss.adversarial_weight=0.0, ims.texture.loss.feature_weight=0.0` |" in current
+    assert "| per-mechanism | `ims.background.loss.adversarial_weight=0.01, " in current
+    assert "| per-mechanism | `ims.texture.loss.adversarial_weight=0.01, " in earlier
     for section in (current, earlier):
-        assert "| per-mechanism | `ims.texture.loss.adversarial_weight=0.01, " in section
         assert "dvc exp run -n synthetic-per-mechanism-seed2 -S seed=2 " in section
+
+
+def test_a_profile_that_gives_the_shape_its_own_terms_is_judged_against_the_runs_made_before(tmp_path):
+    """The CGN profile's shape gained the adversarial and feature terms: the runs of the profile before (shared
+    terms off, no `ims.shape.loss` terms) compute what this baseline's pixel-only variant computes, so they are
+    that variant, though no key of theirs says so; the shape verdict reads against them."""
+    shape_full = {**TERMS_OFF, **for_students(FULL_OBJECTIVE, ("shape",))}
+    runs = {**seeded_runs({"baseline": (TERMS_OFF, [(0.86, 40.0, 42.0), (0.86, 40.1, 42.1)])}, age=1),
+            **seeded_runs({"baseline": (shape_full, [(0.84, 40.0, 42.0), (0.85, 40.1, 42.1)])})}
+    text = write_report(runs, ["synthetic"], tmp_path, DEFAULTS).read_text()
+    current = text.split("## Teacher: synthetic, studies against an earlier baseline")[0]
+    assert ("| pixel-only | `ims.shape.loss.adversarial_weight=0.0, ims.shape.loss.feature_weight=0.0` | 2 "
+            "| 0.860 ± 0.000 (200) |") in current
+    assert ("*The full objective for the shape student alone* (baseline vs pixel-only): lower on shape; "
+            "no difference beyond the spread on texture, background.") in current
 
 
 def test_a_profile_with_the_shape_on_l2_is_judged_against_l1_for_the_shape_with_realism_beside_it(tmp_path):
@@ -392,14 +414,22 @@ def test_each_variant_is_queued_at_every_seed_compose_only_variants_still_last()
 
 
 def test_variants_with_the_teachers_effective_settings_are_not_queued_again():
-    """On a teacher with the full objective the colour students' full objective changes nothing (and the pixel
-    loss alone is a new run); on a pixel-only teacher it is the per-mechanism run, whose shape student keeps
-    the baseline's params (its distill stage can come from the run-cache)."""
+    """On a teacher with the full objective `full` is the baseline; on a pixel-only teacher `pixel-only` is. A
+    variant is queued with the overrides that change something for this teacher only, so that a student it
+    leaves alone keeps its stage's params (its distill stage can come from the run-cache)."""
     full_teacher = experiments("synthetic", {}, ["objective"], ROOT)
-    assert list(full_teacher) == ["synthetic-baseline", "synthetic-pixel-only"]
-    pixel_teacher = experiments("cgn", dict(OBJECTIVE_OFF), ["objective"], ROOT)
-    assert list(pixel_teacher) == ["cgn-baseline", "cgn-full", "cgn-per-mechanism"]
+    assert list(full_teacher) == ["synthetic-baseline", "synthetic-pixel-only", "synthetic-per-mechanism",
+                                  "synthetic-shape-full"]
+    assert full_teacher["synthetic-pixel-only"] == {key: 0.0 for key in ("loss.adversarial_weight",
+                                                                            "loss.feature_weight")}
+    pixel_teacher = experiments("cgn", dict(TERMS_OFF), ["objective"], ROOT)
+    assert list(pixel_teacher) == ["cgn-baseline", "cgn-full", "cgn-per-mechanism", "cgn-shape-full"]
     assert not any(key.startswith("ims.shape") for key in pixel_teacher["cgn-per-mechanism"])
+    assert not any(key.startswith(("ims.texture", "ims.background")) for key in pixel_teacher["cgn-shape-full"])
+    # The CGN profile: the shape has the terms of its own, so pixel-only must turn them off there too.
+    shape_terms = experiments("cgn", {**TERMS_OFF, **for_students(FULL_OBJECTIVE, ("shape",))}, ["objective"], ROOT)
+    assert list(shape_terms) == ["cgn-baseline", "cgn-pixel-only", "cgn-full", "cgn-per-mechanism"]
+    assert shape_terms["cgn-pixel-only"]["ims.shape.loss.adversarial_weight"] == 0.0
 
 
 def test_a_bad_study_setting_fails_in_one_line_before_anything_is_queued():
