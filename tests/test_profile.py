@@ -23,16 +23,19 @@ def test_cgn_profile_points_at_the_variants_teacher(variant):
 
 def test_a_variants_own_settings_apply_to_that_variant_alone():
     """Wildlife's texture and background students start at 8x8, as the teacher's heads do, and add the
-    adversarial and feature terms; colored's texture student adds them too; every other student keeps the
-    default widths and the pixel loss alone (README: "Measured on the real teachers", studies)."""
+    adversarial and feature terms; colored's texture student adds them too; every shape student has them (README:
+    "How real the counterfactuals look"); every other student keeps the default widths and the pixel loss alone
+    (README: "Measured on the real teachers", studies)."""
     wildlife, colored, double = (overrides("cgn-mnist", variant, ROOT)
                                  for variant in ("wildlife", "colored", "double_colored"))
     assert wildlife["ims.texture.student_widths"] == wildlife["ims.background.student_widths"] == [64, 64, 32]
     for im in ("texture", "background"):
         assert wildlife[f"ims.{im}.loss.adversarial_weight"] == 0.01 and wildlife[f"ims.{im}.loss.feature_weight"] == 1
     assert colored["ims.texture.loss.adversarial_weight"] == 0.01 and colored["ims.texture.loss.feature_weight"] == 1
-    assert not any(key.startswith(("ims.background.loss", "ims.shape.loss.adversarial")) for key in colored)
-    assert "ims.shape.loss.adversarial_weight" not in wildlife and colored["loss.adversarial_weight"] == 0
+    assert not any(key.startswith("ims.background.loss") for key in colored) and colored["loss.adversarial_weight"] == 0
+    for variant in (wildlife, colored, double):
+        assert variant["ims.shape.loss.adversarial_weight"] == 0.01 and variant["ims.shape.loss.feature_weight"] == 1
+        assert variant["ims.shape.loss.pixel"] == "l2"
     assert not any(key.startswith(("ims.texture.loss", "ims.background.loss")) for key in double)
     assert wildlife["ims.texture.steps"] == colored["ims.texture.steps"]  # the rest of the profile as before
     assert not any(key.startswith("variants") or key.endswith("student_widths") for key in colored)
