@@ -110,9 +110,9 @@ def experiments(name: str, base: dict, studies: list[str], root: Path = Path("."
     """Experiment name -> its full dotted overrides, one per distinct variant and seed, training runs first.
 
     A variant whose overrides leave the teacher's effective settings as they are is the baseline (e.g. the full
-    objective on a teacher that has it for all three), and variants with equal effective
-    settings run once. With `seeds` > 1 each
-    variant also runs with the next seeds (`seed` + 1, ...), named `<experiment>-seed<k>`: the report pools them
+    objective on a teacher that has it for all three), and variants with equal effective settings run once, each
+    with only the overrides that change something for this teacher (`needed`). With `seeds` > 1 each variant also
+    runs with the next seeds (`seed` + 1, ...), named `<experiment>-seed<k>`: the report pools them
     into a mean and a spread. Each variant's merged params are checked against the schema, so a bad study fails
     here, before anything is queued."""
     defaults = yaml.safe_load((root / PARAMS_FILE).read_text())
