@@ -591,7 +591,16 @@ def write_report(runs: dict[str, Run], teachers: list[str], out: Path, defaults:
     # A failed run leaves the last whole report, never half of a new one.
     with atomic_file(out / "report.md") as partial:
         partial.write_text("\n".join(lines))
+    drop_unused_figures(out / "figures", "\n".join(lines))
     return out / "report.md"
+
+
+def drop_unused_figures(figures: Path, report: str) -> None:
+    """Delete the figures `report` no longer shows (a section renamed when its baseline changed), so that what is
+    committed under results/ is what the report reads."""
+    for path in figures.glob("*.png"):
+        if f"{figures.name}/{path.name}" not in report:
+            path.unlink()
 
 
 def baselines(runs: dict[str, Run]) -> list[str]:

@@ -110,6 +110,16 @@ def test_report_gives_tables_verdicts_and_figures(study_runs, tmp_path):
         assert Image.open(tmp_path / "figures" / figure).size[0] > 300
 
 
+def test_a_figure_the_report_no_longer_shows_is_deleted(study_runs, tmp_path):
+    """A section renamed after its baseline changed leaves its old figure behind unless the report clears it."""
+    stale = tmp_path / "figures" / "synthetic-0123456-masks.png"
+    stale.parent.mkdir()
+    stale.write_bytes(png_bytes())
+    write_report(study_runs, ["synthetic"], tmp_path, DEFAULTS)
+    assert not stale.exists()
+    assert {p.name for p in (tmp_path / "figures").iterdir()} == {"synthetic-curves.png", "synthetic-masks.png"}
+
+
 def test_the_mask_table_reads_against_the_teachers_own_realism_where_it_was_measured(tmp_path):
     """Reference measures the teacher's counterfactuals against real images (the students' test in evaluate);
     records made before it did have no such figure, and the report then says nothing of it."""
