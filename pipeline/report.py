@@ -39,10 +39,11 @@ from pipeline.runs import EVALUATE, REFERENCE, RUNS, STUDENT, Run, archive, load
 from pipeline.studies import PAPER_N, STUDIES, effective, needed  # noqa: E402
 from skdcgn.mechanisms import IMS  # noqa: E402
 from skdcgn.metrics.convergence import steps_to_reach  # noqa: E402
-from skdcgn.metrics.fidelity import HEADLINE  # noqa: E402
+from skdcgn.metrics.fidelity import HEADLINE, SOFT_BAND  # noqa: E402
 from skdcgn.utils.atomic import atomic_file  # noqa: E402
 
 RESULTS = Path("results")
+SHAPE_STUDENT = STUDENT.format(im="shape")
 LOSS_STUDIES = ("kl", "kl_place", "pixel", "objective")
 MASK_STUDY, DENOISE_STUDY, TRANSPARENT_STUDY, DATA_STUDY, SCALE_STUDY = ("masks", "denoise", "transparent", "data",
                                                                         "scale")
@@ -258,14 +259,20 @@ def loss_tables(baseline: Run, found: dict[str, dict[str, Run]], curves: dict) -
     rows = [(variant, _changes(study, variant, baseline) if study else "(the teacher's own params)", run)
             for variant, (study, run) in study_runs(baseline, found, LOSS_STUDIES).items()]
     head = [f"{im} {UNITS[HEADLINE[im]]} (steps to 95 %)" for im in IMS]
-    lines = ["| variant | overrides | seeds | " + " | ".join(head) + " | OOD accuracy | student / teacher "
-             "| real vs CF test |", "|---" * (len(head) + 6) + "|"]
+    # The columns after the students': heading, then a run's cell. Soft mask pixels only where some run measured
+    # them (records made before that metric have none).
+    tail = [("OOD accuracy", lambda run: _cell(run, EVALUATE, "student", "accuracy")),
+            ("student / teacher", _ratio_cell),
+            ("real vs CF test", lambda run: _cell(run, EVALUATE, "real_vs_counterfactual", "test_accuracy"))]
+    if any(_leaf(run.metrics, SHAPE_STUDENT, "heldout", "mask_soft") is not None for *_, run in rows):
+        tail.append(("soft mask pixels", lambda run: _cell(run, SHAPE_STUDENT, "heldout", "mask_soft")))
+    lines = ["| variant | overrides | seeds | " + " | ".join(head + [heading for heading, _ in tail]) + " |",
+             "|---" * (len(head) + len(tail) + 3) + "|"]
     for variant, changes, run in rows:
         cells = [f"{_fidelity_cell(run, im, 'heldout')} "
                  f"({_number(_leaf(run.metrics, STUDENT.format(im=im), 'steps_to_95pct_gain'), 0)})" for im in IMS]
-        lines.append(f"| {variant} | `{changes}` | {len(run.runs)} | " + " | ".join(cells)
-                     + f" | {_cell(run, EVALUATE, 'student', 'accuracy')} | {_ratio_cell(run)} "
-                     f"| {_cell(run, EVALUATE, 'real_vs_counterfactual', 'test_accuracy')} |")
+        lines.append(f"| {variant} | `{changes}` | {len(run.runs)} | "
+                     + " | ".join(cells + [cell(run) for _, cell in tail]) + " |")
     lines += teacher_realism(baseline)
     if len(rows) == 1:  # the baseline alone: nothing to compare its steps with
         return lines
@@ -359,11 +366,16 @@ def mask_table(masks: dict[str, Run]) -> list[str]:
 def teacher_realism(baseline: Run) -> list[str]:
     """A paragraph (a blank line before it) with the realism figures of the teacher's own counterfactuals
     (reference), where the baseline measured them: what the students' real-vs-CF figures read against."""
-    if _leaf(baseline.metrics, REFERENCE, "real_vs_counterfactual", "test_accuracy") is None:
-        return []
-    return ["", f"The teacher's own counterfactuals against the same real images (stage reference, the baseline's "
-                f"masks): train {_cell(baseline, REFERENCE, 'real_vs_counterfactual', 'train_accuracy')}, test "
-                f"{_cell(baseline, REFERENCE, 'real_vs_counterfactual', 'test_accuracy')}."]
+    said = []
+    if _leaf(baseline.metrics, REFERENCE, "real_vs_counterfactual", "test_accuracy") is not None:
+        said.append(f"The teacher's own counterfactuals against the same real images (stage reference, the "
+                    f"baseline's masks): train {_cell(baseline, REFERENCE, 'real_vs_counterfactual', 'train_accuracy')}"
+                    f", test {_cell(baseline, REFERENCE, 'real_vs_counterfactual', 'test_accuracy')}.")
+    if _leaf(baseline.metrics, SHAPE_STUDENT, "heldout", "mask_soft_target") is not None:
+        said.append(f"Soft mask pixels (values between {SOFT_BAND[0]} and {SOFT_BAND[1]}: a blend of digit and "
+                    f"background) in the teacher's held-out masks: "
+                    f"{_cell(baseline, SHAPE_STUDENT, 'heldout', 'mask_soft_target')}.")
+    return ["", " ".join(said)] if said else []
 
 
 def denoise_table(denoise: dict[str, Run]) -> list[str]:

@@ -96,6 +96,13 @@ def test_mask_mean_reports_both_sides():
     assert measure("mask_mean", pred, target, (0.0, 1.0)) == {"mask_mean": 0.25, "mask_mean_target": 0.0}
 
 
+def test_mask_soft_counts_the_pixels_between_digit_and_background():
+    # Per row of 4 pixels: hard 0 and 1, a blend inside the band, a value at each of the band's ends (not inside).
+    pred = torch.tensor([0.0, 1.0, 0.5, 0.1]).view(1, 1, 1, 4).expand(2, 1, 4, 4).clone()
+    target = torch.tensor([0.0, 1.0, 0.9, 1.0]).view(1, 1, 1, 4).expand(2, 1, 4, 4).clone()
+    assert measure("mask_soft", pred, target, (0.0, 1.0)) == {"mask_soft": 0.25, "mask_soft_target": 0.0}
+
+
 def test_chunking_does_not_change_results(monkeypatch):
     pred, target = images(8, n=7, c=1, lo=0.0), images(9, n=7, c=1, lo=0.0)
     whole = fidelity("shape", pred, target)
@@ -110,7 +117,8 @@ def test_chunking_does_not_change_results(monkeypatch):
 
 def test_fidelity_keys_per_mechanism():
     mask, rgb = images(10, c=1, lo=0.0), images(11)
-    assert set(fidelity("shape", mask, mask)) == {"l1", "psnr", "ssim", "mask_iou", "mask_mean", "mask_mean_target"}
+    assert set(fidelity("shape", mask, mask)) == {"l1", "psnr", "ssim", "mask_iou", "mask_mean", "mask_mean_target",
+                                                 "mask_soft", "mask_soft_target"}
     for im in ("texture", "background"):
         assert set(fidelity(im, rgb, rgb)) == {"l1", "psnr", "ssim"}
 

@@ -15,7 +15,7 @@ from skdcgn.mechanisms import VALUE_RANGE
 
 METRICS: dict[str, type] = {}
 FIDELITY = {
-    "shape": ("l1", "psnr", "ssim", "mask_iou", "mask_mean"),
+    "shape": ("l1", "psnr", "ssim", "mask_iou", "mask_mean", "mask_soft"),
     "texture": ("l1", "psnr", "ssim"),
     "background": ("l1", "psnr", "ssim"),
 }
@@ -29,6 +29,8 @@ CHUNK_PIXELS = 1024 * 32 * 32
 PSNR_CAP = 100.0  # dB reported for identical images, so that averages stay finite
 SSIM_WINDOW, SSIM_SIGMA, SSIM_K1, SSIM_K2 = 11, 1.5, 0.01, 0.03  # Wang et al. 2004
 MASK_THRESHOLD = 0.5
+# A mask value in this open band is neither digit nor background: the composite shows a blend of the two there.
+SOFT_BAND = (0.1, 0.9)
 
 
 def images_per_chunk(height: int, width: int) -> int:
@@ -151,6 +153,20 @@ class MaskMean(Metric):
 
     def result(self):
         return {"mask_mean": self.sums[0] / self.values, "mask_mean_target": self.sums[1] / self.values}
+
+
+@register("mask_soft")
+class MaskSoft(Metric):
+    """Fraction of mask pixels inside SOFT_BAND, of pred and of target: blurred edges raise it, which IoU at 0.5
+    does not see, and a composite shows them as grey blends of digit and background."""
+
+    def add(self, pred, target):
+        low, high = SOFT_BAND
+        self.sums[0] += ((pred > low) & (pred < high)).sum().item()
+        self.sums[1] += ((target > low) & (target < high)).sum().item()
+
+    def result(self):
+        return {"mask_soft": self.sums[0] / self.values, "mask_soft_target": self.sums[1] / self.values}
 
 
 class Fidelity:
