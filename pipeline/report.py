@@ -372,7 +372,7 @@ def teacher_realism(baseline: Run) -> list[str]:
                     f"baseline's masks): train {_cell(baseline, REFERENCE, 'real_vs_counterfactual', 'train_accuracy')}"
                     f", test {_cell(baseline, REFERENCE, 'real_vs_counterfactual', 'test_accuracy')}.")
     if _leaf(baseline.metrics, SHAPE_STUDENT, "heldout", "mask_soft_target") is not None:
-        said.append(f"Soft mask pixels (values between {SOFT_BAND[0]} and {SOFT_BAND[1]}: a blend of digit and "
+        said.append(f"Soft mask pixels (values between {SOFT_BAND[0]} and {SOFT_BAND[1]}: a blend of foreground and "
                     f"background) in the teacher's held-out masks: "
                     f"{_cell(baseline, SHAPE_STUDENT, 'heldout', 'mask_soft_target')}.")
     return ["", " ".join(said)] if said else []

@@ -321,7 +321,7 @@ def test_a_profile_with_the_shape_on_l2_is_judged_against_l1_for_the_shape_with_
             0.93 if "baseline" in name else 0.66)
         run.metrics["data/reference/metrics.json"]["real_vs_counterfactual"] = {"train_accuracy": 0.58,
                                                                                 "test_accuracy": 0.56}
-        # How many mask pixels blend digit and background: the students' own, and the teacher's (the same data).
+        # How many mask pixels blend foreground and background: the students' own, and the teacher's (the same data).
         run.metrics["data/metrics/students/shape/live/metrics.json"]["heldout"].update(
             mask_soft=0.09 if "baseline" in name else 0.05, mask_soft_target=0.04)
     text = write_report(runs, ["synthetic"], tmp_path, DEFAULTS).read_text()
@@ -337,7 +337,7 @@ def test_a_profile_with_the_shape_on_l2_is_judged_against_l1_for_the_shape_with_
     table = write_report(runs, ["synthetic"], tmp_path, DEFAULTS).read_text().split("### Loss ablations")[1]
     assert "| real vs CF test |\n" in table and "soft mask pixels |" not in table
     assert ("the baseline's masks): train 0.580 ± 0.000, test 0.560 ± 0.000. Soft mask pixels (values between 0.1 "
-            "and 0.9: a blend of digit and background) in the teacher's held-out masks: 0.040 ± 0.000.") in table
+            "and 0.9: a blend of foreground and background) in the teacher's held-out masks: 0.040 ± 0.000.") in table
 
 
 def test_no_verdict_compares_a_baseline_with_itself(tmp_path):

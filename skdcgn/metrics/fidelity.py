@@ -29,7 +29,7 @@ CHUNK_PIXELS = 1024 * 32 * 32
 PSNR_CAP = 100.0  # dB reported for identical images, so that averages stay finite
 SSIM_WINDOW, SSIM_SIGMA, SSIM_K1, SSIM_K2 = 11, 1.5, 0.01, 0.03  # Wang et al. 2004
 MASK_THRESHOLD = 0.5
-# A mask value in this open band is neither digit nor background: the composite shows a blend of the two there.
+# A mask value in this open band is neither foreground nor background: the composite shows a blend of the two there.
 SOFT_BAND = (0.1, 0.9)
 
 
@@ -158,7 +158,7 @@ class MaskMean(Metric):
 @register("mask_soft")
 class MaskSoft(Metric):
     """Fraction of mask pixels inside SOFT_BAND, of pred and of target: blurred edges raise it, which IoU at 0.5
-    does not see, and a composite shows them as grey blends of digit and background."""
+    does not see, and a composite shows them as blends of foreground and background."""
 
     def add(self, pred, target):
         low, high = SOFT_BAND
