@@ -140,16 +140,36 @@ def effective(params: dict) -> dict:
 
 
 def needed(own: dict, changes: dict) -> dict:
-    """`changes` less the overrides that change nothing over `own`'s effective settings, so that an unchanged
-    student keeps its stage's params (and its run-cache entry). A student's own keys (`ims.*`) go first, so
-    that what is left says the change in the most general keys."""
+    """`changes` less the overrides that change nothing over `own`'s effective settings. Of the two ways to say
+    the rest, the one that touches the params of fewer students: a `loss.*` or `train.*` key is in every distill
+    stage's params, so it would re-train a student whose own keys override it (the run-cache keys on params, not
+    on what they compute). At a tie, the one in the more general keys, which reads shorter."""
+    general, own_keys = _reduced(own, changes, own_first=True), _reduced(own, changes, own_first=False)
+    return min((general, own_keys), key=lambda kept: (len(_students_touched(kept)), len(kept)))
+
+
+def _reduced(own: dict, changes: dict, own_first: bool) -> dict:
+    """`changes` less each override (students' own `ims.*` keys first, or last) without which the effective
+    settings stay those of `changes`."""
     target = effective(merged(own, nested(changes)))
     kept = dict(changes)
-    for key in sorted(changes, key=lambda key: not key.startswith("ims.")):
+    for key in sorted(changes, key=lambda key: key.startswith("ims.") != own_first):
         fewer = {other: value for other, value in kept.items() if other != key}
         if effective(merged(own, nested(fewer))) == target:
             kept = fewer
     return kept
+
+
+def _students_touched(changes: dict) -> set[str]:
+    """The students whose distill params `changes` alter: `ims.<im>.*` that one, `loss.*` and `train.*` all."""
+    touched = set()
+    for key in changes:
+        group, _, rest = key.partition(".")
+        if group == "ims":
+            touched.add(rest.partition(".")[0])
+        elif group in ("loss", "train"):
+            touched.update(IMS)
+    return touched
 
 
 def compose_only(params: dict, own: dict) -> bool:

@@ -447,9 +447,16 @@ def test_variants_with_the_teachers_effective_settings_are_not_queued_again():
     assert not any(key.startswith("ims.shape") for key in pixel_teacher["cgn-per-mechanism"])
     assert not any(key.startswith(("ims.texture", "ims.background")) for key in pixel_teacher["cgn-shape-full"])
     # The CGN profile: the shape has the terms of its own, so pixel-only must turn them off there too.
-    shape_terms = experiments("cgn", {**TERMS_OFF, **for_students(FULL_OBJECTIVE, ("shape",))}, ["objective"], ROOT)
+    shape_own = {**TERMS_OFF, **for_students(FULL_OBJECTIVE, ("shape",))}
+    shape_terms = experiments("cgn", shape_own, ["objective"], ROOT)
     assert list(shape_terms) == ["cgn-baseline", "cgn-pixel-only", "cgn-full", "cgn-per-mechanism"]
     assert shape_terms["cgn-pixel-only"]["ims.shape.loss.adversarial_weight"] == 0.0
+    # `full` there turns the terms on for the colour students in their own keys: a `loss.*` key would also be in
+    # the shape's distill params and re-train a shape student that the run-cache holds.
+    assert shape_terms["cgn-full"] == {**shape_own, **for_students(FULL_OBJECTIVE, ("texture", "background"))}
+    colour_own = {**shape_own, **for_students(FULL_OBJECTIVE, ("texture",))}
+    colour_terms = experiments("cgn", colour_own, ["objective"], ROOT)
+    assert colour_terms["cgn-full"] == {**colour_own, **for_students(FULL_OBJECTIVE, ("background",))}
 
 
 def test_a_bad_study_setting_fails_in_one_line_before_anything_is_queued():
