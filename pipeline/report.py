@@ -265,7 +265,7 @@ def loss_tables(baseline: Run, found: dict[str, dict[str, Run]], curves: dict) -
             ("student / teacher", _ratio_cell),
             ("real vs CF test", lambda run: _cell(run, EVALUATE, "real_vs_counterfactual", "test_accuracy"))]
     if any(_leaf(run.metrics, SHAPE_STUDENT, "heldout", "mask_soft") is not None for *_, run in rows):
-        tail.append(("soft mask pixels", lambda run: _cell(run, SHAPE_STUDENT, "heldout", "mask_soft")))
+        tail.append(("soft mask pixels", lambda run: _cell(run, SHAPE_STUDENT, "heldout", "mask_soft", digits=4)))
     lines = ["| variant | overrides | seeds | " + " | ".join(head + [heading for heading, _ in tail]) + " |",
              "|---" * (len(head) + len(tail) + 3) + "|"]
     for variant, changes, run in rows:
@@ -374,7 +374,7 @@ def teacher_realism(baseline: Run) -> list[str]:
     if _leaf(baseline.metrics, SHAPE_STUDENT, "heldout", "mask_soft_target") is not None:
         said.append(f"Soft mask pixels (values between {SOFT_BAND[0]} and {SOFT_BAND[1]}: a blend of foreground and "
                     f"background) in the teacher's held-out masks: "
-                    f"{_cell(baseline, SHAPE_STUDENT, 'heldout', 'mask_soft_target')}.")
+                    f"{_cell(baseline, SHAPE_STUDENT, 'heldout', 'mask_soft_target', digits=4)}.")
     return ["", " ".join(said)] if said else []
 
 
