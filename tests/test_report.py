@@ -338,7 +338,8 @@ def test_a_profile_with_the_shape_on_l2_is_judged_against_l1_for_the_shape_with_
     table = write_report(runs, ["synthetic"], tmp_path, DEFAULTS).read_text().split("### Loss ablations")[1]
     assert "| real vs CF test |\n" in table and "soft mask pixels |" not in table
     assert ("the baseline's masks): train 0.580 ± 0.000, test 0.560 ± 0.000. Soft mask pixels (values between 0.1 "
-            "and 0.9: a blend of foreground and background) in the teacher's held-out masks: 0.0400 ± 0.0000.") in table
+            "and 0.9: a blend of foreground and background) in the teacher's held-out masks: 0.0400 ± 0.0000."
+            ) in table
 
 
 def test_no_verdict_compares_a_baseline_with_itself(tmp_path):
