@@ -312,13 +312,15 @@ class MaskChanges(Settings):
     """How masks change before composition (the shape-mechanism study and denoising); zero is no change."""
 
     denoise: bool = False  # 3x3 median filter first: isolated speckle goes, edges and strokes stay
+    # A Gaussian blur of this standard deviation in pixels: edges blended into grey, as a pixel loss draws them.
+    blur: NonNegative = 0.0
     noise_std: NonNegative = 0.0  # Gaussian noise per pixel, then clipped back to [0, 1]
     rotation: Degrees = 0.0  # each mask turned about its centre by a uniform angle in [-rotation, rotation]
     transparency: Fraction = 0.0  # m -> (1 - transparency) m: the background shows through the shape
 
     @property
     def active(self) -> bool:
-        return bool(self.denoise or self.drawn or self.transparency)
+        return bool(self.denoise or self.blur or self.drawn or self.transparency)
 
     @property
     def drawn(self) -> bool:
@@ -337,6 +339,7 @@ class ComposeSettings(Settings):
     texture_shift: Literal["none", "cyclic"] = "none"
     per_shape: Count = 1
     mask_denoise: bool = False
+    mask_blur: NonNegative = 0.0
     mask_noise_std: NonNegative = 0.0
     mask_rotation: Degrees = 0.0
     mask_transparency: Fraction = 0.0
@@ -346,8 +349,8 @@ class ComposeSettings(Settings):
 
     def mask_changes(self) -> MaskChanges:
         """The students' masks: denoised when asked, then the shape study's changes."""
-        return MaskChanges(denoise=self.mask_denoise, noise_std=self.mask_noise_std, rotation=self.mask_rotation,
-                           transparency=self.mask_transparency)
+        return MaskChanges(denoise=self.mask_denoise, blur=self.mask_blur, noise_std=self.mask_noise_std,
+                           rotation=self.mask_rotation, transparency=self.mask_transparency)
 
     def teacher_mask_changes(self) -> MaskChanges:
         """The teacher's masks (stage reference): denoised when asked, made transparent when asked; the shape

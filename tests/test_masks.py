@@ -47,7 +47,20 @@ def test_angles_come_from_the_seed_within_the_range():
     assert first["mask_angle"].abs().max() <= 30 and first["mask_angle"].std() > 15
 
 
-@pytest.mark.parametrize("bad, allowed", [({"noise_std": -1}, "float >= 0.0"),
+def test_blur_gives_crisp_edges_grey_and_keeps_the_digit():
+    square = torch.zeros(2, 1, 16, 16)
+    square[:, :, 5:11, 5:11] = 1.0
+    blurred = change_masks(square, MaskChanges(blur=0.45), {})
+    soft = ((blurred > 0.1) & (blurred < 0.9)).sum().item()
+    assert soft > 0 and ((square > 0.1) & (square < 0.9)).sum() == 0  # grey edges where there were none
+    assert torch.allclose(blurred.sum(), square.sum())  # a weighted mean: the digit's mass stays
+    assert blurred.min() >= 0 and blurred.max() <= 1 and blurred[:, :, 7:9, 7:9].min() > 0.99  # inside stays
+    full = torch.ones(1, 1, 16, 16)  # the border repeats its pixels: a full mask does not fade at the edges
+    assert torch.allclose(change_masks(full, MaskChanges(blur=2.0), {}), full)
+    assert draw_mask_changes(2, 0, MaskChanges(blur=0.45)) == {}  # nothing random to store
+
+
+@pytest.mark.parametrize("bad, allowed", [({"noise_std": -1}, "float >= 0.0"), ({"blur": -0.5}, "float >= 0.0"),
                                           ({"rotation": 200}, "float >= 0.0 and <= 180.0"),
                                           ({"transparency": 1.5}, "float >= 0.0 and <= 1.0")])
 def test_out_of_range_changes_are_refused(bad, allowed):

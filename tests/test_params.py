@@ -211,9 +211,10 @@ def test_non_finite_floats_are_refused(path, value):
 def test_the_teachers_masks_change_by_their_own_transparency_alone():
     """Claim (e) makes the teacher's masks transparent; the shape study's changes stay the students'."""
     compose = ComposeSettings(mask_transparency=0.5, mask_rotation=30.0, teacher_mask_transparency=0.25,
-                              mask_denoise=True)
+                              mask_denoise=True, mask_blur=0.45)
     assert compose.teacher_mask_changes() == MaskChanges(denoise=True, transparency=0.25)
-    assert (compose.mask_changes().transparency, compose.mask_changes().rotation) == (0.5, 30.0)
+    students = compose.mask_changes()
+    assert (students.transparency, students.rotation, students.blur) == (0.5, 30.0, 0.45)
 
 
 def test_params_travel_to_a_helper_process_unchanged():

@@ -1,5 +1,6 @@
 """The SKDCGN paper's shape-mechanism study: masks changed before composition (noise, rotation, transparency),
-and a denoising option (3x3 median) for masks whose speckle may hurt the classifier.
+a denoising option (3x3 median) for masks whose speckle may hurt the classifier, and a blur that gives crisp
+masks the grey edges a pixel loss draws (to test whether those edges give counterfactuals away).
 
 Each counterfactual's change is drawn from its own seed stream, apart from the noise and classes, so switching a
 change on leaves everything else about the counterfactuals as it was. A change of zero is no change: the
@@ -28,12 +29,14 @@ def draw_mask_changes(n: int, seed: int, changes: MaskChanges) -> dict[str, torc
 
 
 def change_masks(masks: torch.Tensor, changes: MaskChanges, draws: dict[str, torch.Tensor]) -> torch.Tensor:
-    """Masks (B, 1, H, W) in [0, 1] with rows of `draws` (from draw_mask_changes) applied: denoise, rotate, add
-    noise, make transparent, in that order."""
+    """Masks (B, 1, H, W) in [0, 1] with rows of `draws` (from draw_mask_changes) applied: denoise, blur, rotate,
+    add noise, make transparent, in that order."""
     if not changes.active:
         return masks
     if changes.denoise:
         masks = median3(masks)
+    if changes.blur:
+        masks = gaussian_blur(masks, changes.blur)
     if changes.rotation:
         masks = _rotate(masks, draws["mask_angle"])
     if changes.noise_std:
@@ -59,3 +62,16 @@ def median3(masks: torch.Tensor) -> torch.Tensor:
     neighbourhoods = F.unfold(padded, kernel_size=3)  # (B, C*9, H*W)
     batch, channels, height, width = masks.shape
     return neighbourhoods.view(batch, channels, 9, -1).median(dim=2).values.view(batch, channels, height, width)
+
+
+def gaussian_blur(masks: torch.Tensor, sigma: float) -> torch.Tensor:
+    """Each mask convolved with a Gaussian of `sigma` pixels (3 sigma each side), one axis at a time; the border
+    repeats its edge pixels, so a mask touching it does not fade there. A weighted mean: values stay in [0, 1]."""
+    radius = max(1, math.ceil(3 * sigma))
+    offsets = torch.arange(-radius, radius + 1, dtype=masks.dtype, device=masks.device)
+    kernel = torch.exp(-offsets**2 / (2 * sigma**2))
+    kernel = kernel / kernel.sum()
+    channels = masks.shape[1]
+    padded = F.pad(masks, (radius, radius, radius, radius), mode="replicate")
+    rows = F.conv2d(padded, kernel.view(1, 1, 1, -1).expand(channels, 1, 1, -1), groups=channels)
+    return F.conv2d(rows, kernel.view(1, 1, -1, 1).expand(channels, 1, -1, 1), groups=channels)
