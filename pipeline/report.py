@@ -600,10 +600,11 @@ def write_report(runs: dict[str, Run], teachers: list[str], out: Path, defaults:
              "standard deviation do not overlap; at one seed there is no spread, and any difference counts.", ""]
     for teacher in teachers:
         lines += teacher_section(runs, teacher, out, defaults)
+    report = "\n".join(lines)
     # A failed run leaves the last whole report, never half of a new one.
     with atomic_file(out / "report.md") as partial:
-        partial.write_text("\n".join(lines))
-    drop_unused_figures(out / "figures", "\n".join(lines))
+        partial.write_text(report)
+    drop_unused_figures(out / "figures", report)
     return out / "report.md"
 
 
