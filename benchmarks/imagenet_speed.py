@@ -22,7 +22,7 @@ from benchmarks.common import arguments, best_seconds, report, setup
 from pipeline.profile import overrides
 from skdcgn.distillation.students import StudentGenerator, count_parameters
 from skdcgn.mechanisms import IMS
-from skdcgn.settings import CGNImageNetSettings
+from skdcgn.settings.teacher import CGNImageNetSettings
 from skdcgn.teachers.base import Mechanism
 from skdcgn.teachers.cgn_imagenet import NUM_CLASSES, Z_DIM, CGNImageNetNet, CGNImageNetTeacher
 from skdcgn.teachers.noise import draw_noise

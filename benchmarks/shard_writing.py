@@ -15,8 +15,7 @@ import torch
 from benchmarks.common import arguments, best_seconds, report, setup, teacher_on
 from pipeline.common import shard_writers
 from skdcgn.mechanisms import IMS
-from skdcgn.shards.codec import ImageCodec
-from skdcgn.teachers.sampling import class_balanced_labels, sample_teacher
+from skdcgn.teachers.sampling import class_balanced_labels, sample_teacher, storage_codec
 
 
 def main() -> None:
@@ -28,7 +27,7 @@ def main() -> None:
     labels = class_balanced_labels(settings.per_class, teacher.num_classes)
     for im in IMS:
         noise = torch.randn(len(labels), teacher.z_dims[im], generator=torch.Generator().manual_seed(0))
-        codec = ImageCodec.of(settings, im)
+        codec = storage_codec(settings, im)
 
         def forward_only() -> None:
             for start in range(0, len(labels), settings.batch_size):

@@ -32,7 +32,7 @@ from skdcgn.distillation.students import ProjectionDiscriminator, StudentGenerat
 from skdcgn.mechanisms import CHANNELS, VALUE_RANGE
 from skdcgn.metrics.convergence import steps_to_gain
 from skdcgn.metrics.fidelity import HEADLINE
-from skdcgn.settings import LossSettings, TrainSettings
+from skdcgn.settings.distill import LossSettings, TrainSettings
 from skdcgn.shards.format import decode_images
 from skdcgn.shards.reading import open_dataset
 from skdcgn.training.distributed import barrier, init_from_environment, rank_and_world

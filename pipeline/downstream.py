@@ -25,7 +25,7 @@ from skdcgn.mnist.digit_cnn import DigitCNN
 from skdcgn.mnist.idx import MnistUnavailable
 from skdcgn.mnist.real_digits import hard_part, mnist_sets
 from skdcgn.mnist.variants import VARIANTS
-from skdcgn.settings import EvaluateSettings
+from skdcgn.settings.evaluate import EvaluateSettings
 from skdcgn.teachers.base import Teacher
 from skdcgn.utils.processes import die_with
 from skdcgn.utils.progress import progress

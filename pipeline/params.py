@@ -1,8 +1,9 @@
 """params.yaml, typed: every stage reads its params through here, and the whole file is validated before any
 output is touched (a typo in `loss` stops `generate` too, rather than hours later at `distill`).
 
-The schema is skdcgn.settings, section by section; here it is put together, with `ims`: per mechanism, any
-`train` key and (under `ims.<im>.loss`) any `loss` key overridden, under the same rules.
+The schema is skdcgn.settings, a module per section; here it is put together, with `ims`: per mechanism, any
+`train` key and (under `ims.<im>.loss`) any `loss` key overridden, under the same rules. A stage depends only on
+the schema of the sections it reads (dvc.yaml): the others it imports here only to refuse a bad file early.
 """
 
 from __future__ import annotations
@@ -15,8 +16,12 @@ import yaml
 from pydantic import Field, create_model
 
 from skdcgn.mechanisms import IMS
-from skdcgn.settings import (ComposeSettings, EvaluateSettings, GenerateSettings, LossSettings, MechanismOverrides,
-                             Settings, SettingsError, TeacherSettings, TrainSettings)
+from skdcgn.settings.compose import ComposeSettings
+from skdcgn.settings.distill import LossSettings, MechanismOverrides, TrainSettings
+from skdcgn.settings.evaluate import EvaluateSettings
+from skdcgn.settings.generate import GenerateSettings
+from skdcgn.settings.schema import Settings, SettingsError
+from skdcgn.settings.teacher import TeacherSettings
 
 PARAMS_FILE = Path("params.yaml")
 ParamError = SettingsError  # a refusal of params.yaml: one line naming the key path, the value and what is allowed

@@ -28,7 +28,7 @@ import yaml
 from pipeline.params import PARAMS_FILE, ParamError, parse
 from pipeline.profile import merged, nested, override, overrides, params_keys
 from skdcgn.mechanisms import IMS
-from skdcgn.settings import LossSettings
+from skdcgn.settings.distill import LossSettings
 
 TERMS_OFF = {"loss.adversarial_weight": 0.0, "loss.feature_weight": 0.0}
 # The library's default weights: the full objective stays what LossSettings says, not a copy of its numbers.

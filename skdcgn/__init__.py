@@ -12,6 +12,6 @@ depends on exactly the modules it imports (dvc.yaml):
     metrics/          fidelity metrics (a registry), convergence, the class-mean baseline
     mnist/            the MNIST domain: IDX files, the colored / double-colored / wildlife variants, the digit CNN
     utils/            atomic writes, seeds, hashing, progress, image grids, devices
-    settings.py       the params schema (pydantic): every knob's rule, in one place
+    settings/         the params schema (pydantic): every knob's rule, a module per section of params.yaml
     mechanisms.py     the three mechanisms and their images' channels and value ranges
 """

@@ -66,7 +66,7 @@ def sample(
     if not grid and not shards:
         _fail("give --grid PATH and/or --shards DIR: nothing to write")
     from skdcgn.counterfactuals.from_students import sample_students
-    from skdcgn.settings import ComposeSettings
+    from skdcgn.settings.compose import ComposeSettings
 
     classes = {im: label for im, label in (("shape", shape_class), ("texture", texture_class),
                                            ("background", background_class)) if label is not None}
@@ -110,7 +110,7 @@ def teacher_grid(
     import torch
 
     from skdcgn.counterfactuals.composite import COMPOSITE_RANGE, render_all
-    from skdcgn.settings import TeacherSettings
+    from skdcgn.settings.teacher import TeacherSettings
     from skdcgn.teachers.noise import draw_noise
     from skdcgn.teachers.registry import make_teacher
     from skdcgn.utils.grids import save_grid

@@ -13,7 +13,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from skdcgn.settings import CGNImageNetSettings, SettingsError, TeacherSettings
+from skdcgn.settings.schema import SettingsError
+from skdcgn.settings.teacher import CGNImageNetSettings, TeacherSettings
 from imagenet_checkpoints import released_layout, tiny_biggan, write_tiny_checkpoint
 from skdcgn.teachers.cgn_imagenet import (BIGGAN_DEEP_256, CGNImageNetNet, CGNImageNetTeacher, biggan_config,
                                           load_network)
@@ -209,7 +210,7 @@ def test_the_teacher_runs_on_its_device(tiny_checkpoint, teacher, device):
 
 
 def test_teacher_samples_keep_their_truncated_noise(teacher, tmp_path):
-    from skdcgn.settings import GenerateSettings
+    from skdcgn.settings.generate import GenerateSettings
     from skdcgn.shards.format import decode_images
     from skdcgn.shards.reading import open_dataset
     from skdcgn.teachers.sampling import sample_teacher

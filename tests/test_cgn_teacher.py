@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from skdcgn.mechanisms import IMS
-from skdcgn.settings import CGNMnistSettings, TeacherSettings
+from skdcgn.settings.teacher import CGNMnistSettings, TeacherSettings
 from skdcgn.teachers.cgn_mnist import CGNMnistTeacher
 from skdcgn.teachers.state_dict import CheckpointError
 from skdcgn.teachers.registry import make_teacher

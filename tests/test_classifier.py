@@ -5,7 +5,7 @@ import torch
 
 from skdcgn.evaluation.classifier import score_classifier, train_classifier
 from skdcgn.mnist.digit_cnn import DigitCNN
-from skdcgn.settings import EvaluateSettings
+from skdcgn.settings.evaluate import EvaluateSettings
 from skdcgn.shards.format import decode_images
 
 torch.set_num_threads(1)

@@ -8,7 +8,8 @@ import textwrap
 import pytest
 import torch
 
-from skdcgn.settings import GenerateSettings, TeacherSettings
+from skdcgn.settings.generate import GenerateSettings
+from skdcgn.settings.teacher import TeacherSettings
 from skdcgn.shards.reading import open_dataset
 from skdcgn.teachers.registry import make_teacher
 from skdcgn.teachers.sampling import sample_teacher

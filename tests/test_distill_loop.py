@@ -13,7 +13,8 @@ from skdcgn.distillation.data import PairedSamples
 from skdcgn.distillation.heldout import heldout_fidelity
 from skdcgn.distillation.loop import distill
 from skdcgn.distillation.students import ProjectionDiscriminator, StudentGenerator
-from skdcgn.settings import LossSettings, SyntheticSettings, TrainSettings
+from skdcgn.settings.distill import LossSettings, TrainSettings
+from skdcgn.settings.teacher import SyntheticSettings
 from skdcgn.shards.format import encode_images
 from skdcgn.teachers.synthetic import SyntheticTeacher
 from skdcgn.training.divergence import TrainingDiverged

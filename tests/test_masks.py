@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from skdcgn.counterfactuals.masks import change_masks, draw_mask_changes
-from skdcgn.settings import MaskChanges
+from skdcgn.settings.compose import MaskChanges
 
 
 def masks(n: int = 6) -> torch.Tensor:

@@ -9,7 +9,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from pipeline.params import ParamError, Params, load, parse
-from skdcgn.settings import ComposeSettings, MaskChanges, Settings, TeacherSettings
+from skdcgn.settings.compose import ComposeSettings, MaskChanges
+from skdcgn.settings.schema import Settings
+from skdcgn.settings.teacher import TeacherSettings
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -115,13 +117,18 @@ def test_unreadable_params_file(tmp_path):
         load(tmp_path / "params.yaml")
 
 
-def test_stage_exits_2_with_one_line_before_touching_outputs(tmp_path):
-    bad = set_key(project_params(), "ims.shape.steps", -1)
+@pytest.mark.parametrize("stage, key, value, message", [
+    ("distill", "ims.shape.steps", -1, "ims.shape.steps: -1 is out of range; allowed: int >= 1"),
+    # A section the stage does not read (nor depend on in dvc.yaml): refused all the same, before any work.
+    ("generate", "compose.mask_blur", -0.5, "compose.mask_blur: -0.5 is out of range; allowed: float >= 0.0"),
+])
+def test_stage_exits_2_with_one_line_before_touching_outputs(tmp_path, stage, key, value, message):
+    bad = set_key(project_params(), key, value)
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(bad))
-    result = subprocess.run([sys.executable, "-m", "pipeline.distill", "shape"], cwd=tmp_path, capture_output=True,
+    result = subprocess.run([sys.executable, "-m", f"pipeline.{stage}", "shape"], cwd=tmp_path, capture_output=True,
                             text=True, env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"})
     assert result.returncode == 2
-    assert result.stderr.strip().splitlines() == ["error: ims.shape.steps: -1 is out of range; allowed: int >= 1"]
+    assert result.stderr.strip().splitlines() == [f"error: {message}"]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["params.yaml"]
 
 

@@ -12,7 +12,7 @@ from skdcgn.mnist.digit_cnn import DigitCNN
 from skdcgn.mnist.idx import load_mnist_test
 from skdcgn.mnist.real_digits import mnist_sets
 from skdcgn.mnist.variants import digit_masks
-from skdcgn.settings import EvaluateSettings
+from skdcgn.settings.evaluate import EvaluateSettings
 from skdcgn.mnist.palette import BACKGROUND_RGB, as_unit_range
 from skdcgn.teachers.synthetic import SyntheticTeacher
 

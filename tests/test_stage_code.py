@@ -2,7 +2,9 @@
 
 The imports are read from the source (every `import` in a module, those inside functions too), followed from
 the stage's entry module through skdcgn/ and pipeline/; a stage that builds a teacher may build any kind, so it
-imports every kind's module (the registry loads them by name).
+imports every kind's module (the registry loads them by name). pipeline/params.py imports the schema of every
+section of params.yaml to validate the whole file; the schema of a section the stage does not read (its `params:`
+in dvc.yaml) can only stop the stage, not change its outputs, so that import is not the stage's code.
 """
 
 import ast
@@ -14,12 +16,16 @@ from pathlib import Path
 import pytest
 import yaml
 
+from pydantic import BaseModel
+
 from pipeline.common import CODE_ROOTS, stage_code
-from skdcgn.settings import TeacherSettings
+from pipeline.params import Params
+from skdcgn.settings.teacher import TeacherSettings
 
 ROOT = Path(__file__).resolve().parents[1]
 STAGES = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
 REGISTRY = Path("skdcgn/teachers/registry.py")
+PARAMS_MODULE = Path("pipeline/params.py")
 
 
 def module_file(name: str) -> Path | None:
@@ -47,8 +53,31 @@ def teacher_kinds() -> list[str]:
             if name != "kind" and info.default.implementation]
 
 
-def closure(entry: Path) -> set[Path]:
-    """Every project file `entry` imports, directly or not (a package's __init__ included)."""
+def schema_modules(model: type[BaseModel]) -> set[Path]:
+    """The files of the settings models a section's model is made of, its own included."""
+    files = {module_file(model.__module__)}
+    for info in model.model_fields.values():
+        if isinstance(info.annotation, type) and issubclass(info.annotation, BaseModel):
+            files |= schema_modules(info.annotation)
+    return files
+
+
+def section_schemas(sections) -> set[Path]:
+    """The schema files of params.yaml's top-level `sections` (`seed` has none: a plain int)."""
+    models = [Params.model_fields[name].annotation for name in sections]
+    return {file for model in models if isinstance(model, type) and issubclass(model, BaseModel)
+            for file in schema_modules(model)} - {PARAMS_MODULE}
+
+
+def validation_only(stage: str) -> set[Path]:
+    """The schemas pipeline/params.py imports only to validate sections the stage does not read."""
+    read = {key.split(".")[0] for key in STAGES[stage].get("do", STAGES[stage])["params"]}
+    return section_schemas(Params.model_fields) - section_schemas(read)
+
+
+def closure(entry: Path, validation_only: set[Path] = frozenset()) -> set[Path]:
+    """Every project file `entry` imports, directly or not (a package's __init__ included), less the
+    `validation_only` files where pipeline/params.py imports them."""
     seen, todo = set(), [entry]
     while todo:
         path = todo.pop()
@@ -58,7 +87,8 @@ def closure(entry: Path) -> set[Path]:
         names = imported_modules(path) | (set(teacher_kinds()) if path == REGISTRY else set())
         for name in names:
             parts = name.split(".")
-            todo += [f for i in range(1, len(parts) + 1) if (f := module_file(".".join(parts[:i]))) is not None]
+            files = [f for i in range(1, len(parts) + 1) if (f := module_file(".".join(parts[:i]))) is not None]
+            todo += [f for f in files if not (path == PARAMS_MODULE and f in validation_only)]
     return seen
 
 
@@ -87,9 +117,19 @@ def test_every_package_init_but_the_stages_holds_only_its_docstring():
 
 @pytest.mark.parametrize("stage", sorted(STAGES))
 def test_a_stage_declares_exactly_the_code_it_imports(stage):
-    declared, used = code(stage_code(stage, ROOT)), code(closure(entry_module(stage)))
+    declared, used = code(stage_code(stage, ROOT)), code(closure(entry_module(stage), validation_only(stage)))
     assert sorted(map(str, used - declared)) == [], "imported but not in dvc.yaml"
     assert sorted(map(str, declared - used)) == [], "in dvc.yaml but not imported"
+
+
+def test_the_costly_stages_do_not_depend_on_the_rules_of_sections_they_do_not_read():
+    # A new compose or evaluate knob must not re-run hours of sampling and training.
+    # One schema per section: teacher, generate, distill (loss, train, ims), compose, evaluate.
+    assert len(section_schemas(Params.model_fields)) == 5
+    assert validation_only("generate") == section_schemas(["loss", "compose", "evaluate"])
+    assert validation_only("distill") == section_schemas(["teacher", "generate", "compose", "evaluate"])
+    for stage in ("generate", "distill"):
+        assert not validation_only(stage) & set(stage_code(stage, ROOT)), stage
 
 
 def test_a_module_no_stage_imports_is_code_of_none():
@@ -115,3 +155,10 @@ def test_the_resume_key_follows_the_code_dvc_re_runs_the_stage_for(tmp_path):
         handle.write("# an edit of the students\n")
     after = resume_keys(tmp_path)
     assert after["generate"] == before["generate"] and after["distill"] != before["distill"]
+    with open(tmp_path / "skdcgn/settings/compose.py", "a") as handle:
+        handle.write("# an edit of a section neither reads\n")
+    assert resume_keys(tmp_path) == after
+    with open(tmp_path / "skdcgn/settings/generate.py", "a") as handle:
+        handle.write("# an edit of generate's rules\n")
+    last = resume_keys(tmp_path)
+    assert last["generate"] != after["generate"] and last["distill"] == after["distill"]

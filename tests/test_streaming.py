@@ -10,7 +10,7 @@ from skdcgn.distillation.data import PairedSamples
 from skdcgn.distillation.heldout import ShardSamples, heldout_fidelity
 from skdcgn.distillation.loop import distill
 from skdcgn.distillation.students import ProjectionDiscriminator, StudentGenerator
-from skdcgn.settings import LossSettings, TrainSettings
+from skdcgn.settings.distill import LossSettings, TrainSettings
 from skdcgn.shards.reading import open_dataset
 from skdcgn.shards.streaming import StreamedSamples
 from skdcgn.shards.writer import writing_dataset

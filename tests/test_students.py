@@ -5,7 +5,7 @@ from skdcgn.distillation.checkpoints import load_student, load_students, save_st
 from skdcgn.distillation.losses import (KL_PLACES, generator_loss, kl_loss, layer_weights, pixel_kl_loss,
                                         pixel_loss)
 from skdcgn.distillation.students import ProjectionDiscriminator, StudentGenerator, count_parameters
-from skdcgn.settings import LossSettings
+from skdcgn.settings.distill import LossSettings
 
 TEACHER = {"kind": "synthetic", "image_size": 32, "num_classes": 10}
 

@@ -10,7 +10,7 @@ import torch
 
 from skdcgn.mechanisms import IMS
 from skdcgn.mnist.palette import BACKGROUND_RGB, FOREGROUND_RGB, as_unit_range
-from skdcgn.settings import SyntheticSettings, TeacherSettings
+from skdcgn.settings.teacher import SyntheticSettings, TeacherSettings
 from skdcgn.teachers.registry import make_teacher
 from skdcgn.teachers.synthetic import SyntheticTeacher
 
@@ -43,7 +43,7 @@ def test_the_registry_builds_the_kind_from_its_own_section():
 def test_the_registry_imports_only_the_kind_in_use():
     # A teacher's heavy dependencies load only when it is used: building the synthetic teacher must not import
     # the checkpointed kinds' modules.
-    script = ("import sys; from skdcgn.settings import TeacherSettings; from skdcgn.teachers.registry import "
+    script = ("import sys; from skdcgn.settings.teacher import TeacherSettings; from skdcgn.teachers.registry import "
               "make_teacher; make_teacher(TeacherSettings()); "
               "print(sorted(m for m in sys.modules if m.startswith('skdcgn.teachers.')))")
     loaded = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True).stdout

@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from skdcgn.settings import GenerateSettings, ImageFormats, SyntheticSettings
+from skdcgn.settings.generate import GenerateSettings, ImageFormats
+from skdcgn.settings.teacher import SyntheticSettings
 from skdcgn.shards.format import ShardError
 from skdcgn.shards.parts import Part
 from skdcgn.shards.reading import open_dataset

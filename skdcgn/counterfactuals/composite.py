@@ -11,7 +11,7 @@ import torch
 
 from skdcgn.counterfactuals.inputs import cyclic_shift
 from skdcgn.counterfactuals.masks import change_masks
-from skdcgn.settings import MaskChanges
+from skdcgn.settings.compose import MaskChanges
 from skdcgn.teachers.base import Mechanism
 
 COMPOSITE_RANGE = (-1.0, 1.0)

@@ -10,7 +10,7 @@ from skdcgn.counterfactuals.composite import COMPOSITE_RANGE, render
 from skdcgn.counterfactuals.inputs import counterfactual_inputs, counterfactual_shifts
 from skdcgn.counterfactuals.masks import draw_mask_changes
 from skdcgn.distillation.checkpoints import load_students
-from skdcgn.settings import ComposeSettings, MaskChanges
+from skdcgn.settings.compose import ComposeSettings, MaskChanges
 from skdcgn.shards.writer import writing_dataset
 from skdcgn.teachers.base import Mechanism
 from skdcgn.utils.grids import save_grid

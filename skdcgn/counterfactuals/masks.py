@@ -15,7 +15,7 @@ import math
 import torch
 import torch.nn.functional as F
 
-from skdcgn.settings import MaskChanges
+from skdcgn.settings.compose import MaskChanges
 from skdcgn.utils.seeds import generator
 
 

@@ -14,7 +14,7 @@ from typing import Iterator, Protocol
 import torch
 
 from skdcgn.metrics.baseline import ClassMeans
-from skdcgn.settings import TrainSettings
+from skdcgn.settings.distill import TrainSettings
 from skdcgn.shards.format import decode_images
 from skdcgn.shards.reading import Dataset
 from skdcgn.shards.streaming import StreamedSamples

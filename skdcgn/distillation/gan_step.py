@@ -12,7 +12,7 @@ import torch
 from torch import nn
 
 from skdcgn.distillation.losses import discriminator_loss, generator_loss
-from skdcgn.settings import LossSettings, TrainSettings
+from skdcgn.settings.distill import LossSettings, TrainSettings
 from skdcgn.training import distributed
 from skdcgn.training.schedule import lr_factor
 from skdcgn.utils.device import training_autocast

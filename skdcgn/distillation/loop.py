@@ -15,7 +15,7 @@ from skdcgn.distillation.data import TrainingData
 from skdcgn.distillation.gan_step import GANStep
 from skdcgn.distillation.heldout import HeldoutSamples, heldout_fidelity
 from skdcgn.distillation.students import ProjectionDiscriminator, StudentGenerator
-from skdcgn.settings import LossSettings, TrainSettings
+from skdcgn.settings.distill import LossSettings, TrainSettings
 from skdcgn.shards.format import decode_images
 from skdcgn.training import distributed
 from skdcgn.training.divergence import check_window

@@ -13,7 +13,7 @@ from typing import get_args
 import torch
 import torch.nn.functional as F
 
-from skdcgn.settings import LossSettings
+from skdcgn.settings.distill import LossSettings
 
 KL_PLACES = get_args(LossSettings.model_fields["kl_on"].annotation)
 

@@ -14,7 +14,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from skdcgn.settings import EvaluateSettings
+from skdcgn.settings.evaluate import EvaluateSettings
 from skdcgn.shards.format import decode_images
 from skdcgn.utils.device import training_autocast
 

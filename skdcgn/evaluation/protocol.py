@@ -17,7 +17,8 @@ import torch
 from skdcgn.counterfactuals.composite import COMPOSITE_RANGE, render_all
 from skdcgn.counterfactuals.inputs import draw_inputs
 from skdcgn.evaluation.classifier import ClassifierFactory, score_classifier, train_classifier
-from skdcgn.settings import EvaluateSettings, MaskChanges
+from skdcgn.settings.compose import MaskChanges
+from skdcgn.settings.evaluate import EvaluateSettings
 from skdcgn.shards.format import encode_images
 from skdcgn.teachers.base import Mechanism, Teacher
 from skdcgn.utils.seeds import generator, stream_seed

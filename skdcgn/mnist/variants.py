@@ -19,7 +19,7 @@ from PIL import Image
 
 from skdcgn.counterfactuals.composite import compose
 from skdcgn.mnist.palette import BACKGROUND_RGB, COLORED_DIGIT_RGB, FOREGROUND_RGB
-from skdcgn.settings import MnistVariant
+from skdcgn.settings.teacher import MnistVariant
 
 VARIANTS = get_args(MnistVariant)
 NUM_CLASSES = 10

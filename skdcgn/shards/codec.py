@@ -7,7 +7,7 @@ import io
 import numpy as np
 from PIL import Image
 
-from skdcgn.settings import GenerateSettings, ImageFormat, JpegQuality, Settings
+from skdcgn.settings.schema import ImageFormat, JpegQuality, Settings
 from skdcgn.shards.format import IMAGE_MEMBERS
 
 # zlib level 1: lossless either way, and encoding speed is what bounds shard writing, not disk.
@@ -19,11 +19,6 @@ class ImageCodec(Settings):
 
     format: ImageFormat = "png"
     quality: JpegQuality = 90
-
-    @classmethod
-    def of(cls, settings: GenerateSettings, im: str) -> "ImageCodec":
-        """The codec `generate` stores mechanism `im` with."""
-        return cls(format=getattr(settings.image_format, im), quality=settings.jpeg_quality)
 
     @property
     def member(self) -> str:

@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from skdcgn.settings import CGNImageNetSettings
+from skdcgn.settings.teacher import CGNImageNetSettings
 from skdcgn.teachers.base import Teacher
 from skdcgn.teachers.state_dict import check_layout, read_state_dict
 from skdcgn.teachers.u2net import U2Net

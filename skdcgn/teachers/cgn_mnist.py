@@ -18,7 +18,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from skdcgn.settings import CGNMnistSettings
+from skdcgn.settings.teacher import CGNMnistSettings
 from skdcgn.teachers.base import Teacher
 from skdcgn.teachers.state_dict import CheckpointError, check_layout, read_state_dict
 from skdcgn.utils.hashing import file_sha256

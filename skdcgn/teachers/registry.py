@@ -14,7 +14,7 @@ import importlib
 import re
 
 from skdcgn.mechanisms import IMS
-from skdcgn.settings import CustomTeacherSettings, TeacherSettings
+from skdcgn.settings.teacher import CustomTeacherSettings, TeacherSettings
 from skdcgn.teachers.base import Teacher
 
 IMPORT_PATH = re.compile(r"[A-Za-z_]\w*(\.[A-Za-z_]\w*)*:[A-Za-z_]\w*")

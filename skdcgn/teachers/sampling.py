@@ -7,7 +7,7 @@ from pathlib import Path
 import torch
 
 from skdcgn.mechanisms import VALUE_RANGE
-from skdcgn.settings import GenerateSettings
+from skdcgn.settings.generate import GenerateSettings
 from skdcgn.shards.codec import ImageCodec
 from skdcgn.shards.format import HostPixels
 from skdcgn.shards.parts import Part
@@ -21,6 +21,11 @@ def class_balanced_labels(per_class: int, num_classes: int) -> torch.Tensor:
     return torch.arange(per_class * num_classes) % num_classes
 
 
+def storage_codec(settings: GenerateSettings, im: str) -> ImageCodec:
+    """The codec `generate` stores mechanism `im` with."""
+    return ImageCodec(format=getattr(settings.image_format, im), quality=settings.jpeg_quality)
+
+
 def sample_teacher(teacher: Teacher, im: str, directory: Path, per_class: int, generator: torch.Generator,
                    settings: GenerateSettings, *, advance=None, resume: bool = False, writers: int = 0,
                    class_means: bool = True, part: Part = Part()) -> None:
@@ -31,7 +36,7 @@ def sample_teacher(teacher: Teacher, im: str, directory: Path, per_class: int, g
     the missing ones are sampled (the caller checks they are ours). As one `part` of several processes, only that
     part's shards (shards.parts); a lone run with `resume` then joins them. `writers` worker processes encode the
     shards while the teacher runs (0: in this process)."""
-    codec = ImageCodec.of(settings, im)
+    codec = storage_codec(settings, im)
     labels = class_balanced_labels(per_class, teacher.num_classes)
     # All the noise is drawn up front, on the CPU, so a resumed run, a part, or a run on another device hands the
     # teacher the same z as an uninterrupted one.

@@ -24,7 +24,7 @@ from typing import Callable, Sequence
 import torch
 
 from skdcgn.mnist.palette import BACKGROUND_RGB, FOREGROUND_RGB, as_unit_range
-from skdcgn.settings import SyntheticSettings
+from skdcgn.settings.teacher import SyntheticSettings
 from skdcgn.teachers.base import Teacher
 
 # A stroke point is (x, y) or (x, y, anchor_x, anchor_y): the latter belongs to an optional stroke part that
