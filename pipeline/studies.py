@@ -127,7 +127,7 @@ def experiments(name: str, base: dict, studies: list[str], root: Path = Path("."
             settings = effective(params)
             if settings not in seen:  # e.g. kl-1 and kl-features: one run
                 seen.append(settings)
-                queued[f"{name}-{variant}"] = (1 + compose_only(params, own), {**base, **needed(own, changes)})
+                queued[f"{name}-{variant}"] = (1 + compose_only(params, own), {**base, **needed(own, changes, root)})
     first = int(own.get("seed", 0))
     return {label + (f"-seed{k}" if k else ""): ({**values, "seed": first + k} if k else values)
             for label, (_, values) in sorted(queued.items(), key=lambda item: item[1][0]) for k in range(seeds)}
@@ -141,13 +141,14 @@ def effective(params: dict) -> dict:
     return {**parsed.model_dump(exclude={"train", "loss", "ims"}), "students": students}
 
 
-def needed(own: dict, changes: dict) -> dict:
+def needed(own: dict, changes: dict, root: Path = Path(".")) -> dict:
     """`changes` less the overrides that change nothing over `own`'s effective settings. Of the two ways to say
     the rest, the one that touches the params of fewer students: a `loss.*` or `train.*` key is in every distill
     stage's params, so it would re-train a student whose own keys override it (the run-cache keys on params, not
     on what they compute). At a tie, the one in the more general keys, which reads shorter."""
     general, own_keys = _reduced(own, changes, own_first=True), _reduced(own, changes, own_first=False)
-    return min((general, own_keys), key=lambda kept: (len(_students_touched(kept)), len(kept)))
+    params = distill_params(root)
+    return min((general, own_keys), key=lambda kept: (len(_students_touched(kept, params)), len(kept)))
 
 
 def _reduced(own: dict, changes: dict, own_first: bool) -> dict:
@@ -162,16 +163,16 @@ def _reduced(own: dict, changes: dict, own_first: bool) -> dict:
     return kept
 
 
-def _students_touched(changes: dict) -> set[str]:
-    """The students whose distill params `changes` alter: `ims.<im>.*` that one, `loss.*` and `train.*` all."""
-    touched = set()
-    for key in changes:
-        group, _, rest = key.partition(".")
-        if group == "ims":
-            touched.add(rest.partition(".")[0])
-        elif group in ("loss", "train"):
-            touched.update(IMS)
-    return touched
+def distill_params(root: Path = Path(".")) -> dict[str, list[str]]:
+    """Each student's distill stage params, as dvc.yaml declares them (`ims.${key}` made that student's)."""
+    stage = yaml.safe_load((root / "dvc.yaml").read_text())["stages"]["distill"]["do"]
+    return {im: [param.replace("${key}", im) for param in stage["params"]] for im in IMS}
+
+
+def _students_touched(changes: dict, params: dict[str, list[str]]) -> set[str]:
+    """The students whose distill stage params (`distill_params`) `changes` alter."""
+    return {im for im, declared in params.items() for key in changes
+            if any(key == param or key.startswith(f"{param}.") for param in declared)}
 
 
 def compose_only(params: dict, own: dict) -> bool:

@@ -407,6 +407,20 @@ def test_editing_the_students_code_reruns_distill_and_what_follows_but_not_gener
     assert stages_run(dvc(repo, "repro")) == set()  # back as it was: restored from the run-cache
 
 
+def test_compose_depends_on_the_students_weights_not_their_model_cards(repo):
+    # A card that says more (a new metric, say) is no reason to draw the counterfactuals again.
+    card = repo / "data/students/shape/MODEL_CARD.md"
+    text = card.read_text()
+    card.unlink()  # a new file: the cached one may be linked into the DVC cache
+    card.write_text(text + "\nOne more metric.\n")
+    try:
+        assert "changed outs" in dvc(repo, "status", "distill@shape")
+        assert "up to date" in dvc(repo, "status", "compose")
+    finally:
+        dvc(repo, "checkout", "--force", "data/students/shape")
+    assert "up to date" in dvc(repo, "status")
+
+
 def test_kl_weight_experiment_reruns_only_what_depends_on_it(repo):
     changed = stages_run(dvc(repo, "exp", "run", "-S", "loss.kl_weight=0.5"))
     assert changed == {"distill@shape", "distill@texture", "distill@background", "compose", "evaluate"}
