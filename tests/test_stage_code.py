@@ -15,7 +15,6 @@ from pathlib import Path
 
 import pytest
 import yaml
-
 from pydantic import BaseModel
 
 from pipeline.common import CODE_ROOTS, stage_code
@@ -75,9 +74,9 @@ def validation_only(stage: str) -> set[Path]:
     return section_schemas(Params.model_fields) - section_schemas(read)
 
 
-def closure(entry: Path, validation_only: set[Path] = frozenset()) -> set[Path]:
-    """Every project file `entry` imports, directly or not (a package's __init__ included), less the
-    `validation_only` files where pipeline/params.py imports them."""
+def closure(entry: Path, skipped: set[Path] = frozenset()) -> set[Path]:
+    """Every project file `entry` imports, directly or not (a package's __init__ included), less the `skipped`
+    files where pipeline/params.py imports them."""
     seen, todo = set(), [entry]
     while todo:
         path = todo.pop()
@@ -88,7 +87,7 @@ def closure(entry: Path, validation_only: set[Path] = frozenset()) -> set[Path]:
         for name in names:
             parts = name.split(".")
             files = [f for i in range(1, len(parts) + 1) if (f := module_file(".".join(parts[:i]))) is not None]
-            todo += [f for f in files if not (path == PARAMS_MODULE and f in validation_only)]
+            todo += [f for f in files if not (path == PARAMS_MODULE and f in skipped)]
     return seen
 
 
