@@ -421,6 +421,18 @@ def test_compose_depends_on_the_students_weights_not_their_model_cards(repo):
     assert "up to date" in dvc(repo, "status")
 
 
+def test_a_new_compose_rule_re_runs_neither_generate_nor_distill(repo):
+    # Every stage validates the whole params.yaml, yet depends only on the rules of the sections it reads.
+    schema = repo / "skdcgn/settings/compose.py"
+    committed = schema.read_text()
+    schema.write_text(committed + "# a new compose knob's rule\n")
+    try:
+        changed = set(dvc_json(repo, "status"))
+    finally:
+        schema.write_text(committed)
+    assert changed == {"compose", "reference", "evaluate"}
+
+
 def test_kl_weight_experiment_reruns_only_what_depends_on_it(repo):
     changed = stages_run(dvc(repo, "exp", "run", "-S", "loss.kl_weight=0.5"))
     assert changed == {"distill@shape", "distill@texture", "distill@background", "compose", "evaluate"}
