@@ -18,6 +18,7 @@ Queued experiments run in a temporary copy of the repository without its git-ign
 from __future__ import annotations
 
 import argparse
+import functools
 import shlex
 import subprocess
 import sys
@@ -147,7 +148,7 @@ def needed(own: dict, changes: dict, root: Path = Path(".")) -> dict:
     stage's params, so it would re-train a student whose own keys override it (the run-cache keys on params, not
     on what they compute). At a tie, the one in the more general keys, which reads shorter."""
     general, own_keys = _reduced(own, changes, own_first=True), _reduced(own, changes, own_first=False)
-    params = distill_params(root)
+    params = distill_params(root.resolve())
     return min((general, own_keys), key=lambda kept: (len(_students_touched(kept, params)), len(kept)))
 
 
@@ -163,7 +164,8 @@ def _reduced(own: dict, changes: dict, own_first: bool) -> dict:
     return kept
 
 
-def distill_params(root: Path = Path(".")) -> dict[str, list[str]]:
+@functools.cache  # `needed` asks once per variant, and the report per table row: dvc.yaml is read once
+def distill_params(root: Path) -> dict[str, list[str]]:
     """Each student's distill stage params, as dvc.yaml declares them (`ims.${key}` made that student's)."""
     stage = yaml.safe_load((root / "dvc.yaml").read_text())["stages"]["distill"]["do"]
     return {im: [param.replace("${key}", im) for param in stage["params"]] for im in IMS}

@@ -52,20 +52,20 @@ def teacher_kinds() -> list[str]:
             if name != "kind" and info.default.implementation]
 
 
-def schema_modules(model: type[BaseModel]) -> set[Path]:
-    """The files of the settings models a section's model is made of, its own included."""
-    files = {module_file(model.__module__)}
-    for info in model.model_fields.values():
-        if isinstance(info.annotation, type) and issubclass(info.annotation, BaseModel):
-            files |= schema_modules(info.annotation)
+def schema_modules(annotation: object) -> set[Path]:
+    """The files of the settings models a section's annotation is made of, its own included (none for a plain
+    type such as `seed`'s int)."""
+    if not (isinstance(annotation, type) and issubclass(annotation, BaseModel)):
+        return set()
+    files = {module_file(annotation.__module__)}
+    for info in annotation.model_fields.values():
+        files |= schema_modules(info.annotation)
     return files
 
 
 def section_schemas(sections) -> set[Path]:
-    """The schema files of params.yaml's top-level `sections` (`seed` has none: a plain int)."""
-    models = [Params.model_fields[name].annotation for name in sections]
-    return {file for model in models if isinstance(model, type) and issubclass(model, BaseModel)
-            for file in schema_modules(model)} - {PARAMS_MODULE}
+    """The schema files of params.yaml's top-level `sections`."""
+    return set().union(*(schema_modules(Params.model_fields[name].annotation) for name in sections)) - {PARAMS_MODULE}
 
 
 def validation_only(stage: str) -> set[Path]:
