@@ -43,7 +43,7 @@ def evaluation_sets(params: Params, teacher: Teacher, with_factual: bool) -> tup
                                  f"({', '.join(VARIANTS)}); this {teacher.kind} teacher mirrors none; allowed: "
                                  f"evaluate.data teacher")
             factual, test = mnist_sets(Path(settings.mnist_dir), mnist_variant, settings.test_size, params.seed,
-                                       Path(settings.textures_dir))
+                                       Path(settings.textures_dir), settings.real_mask_blur)
             return (factual if with_factual else None), test
         hard = hard_part(mnist_variant) if mnist_variant else None
         test = ood_test_set(teacher, settings.test_size, params.seed, hard)

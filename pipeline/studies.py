@@ -8,8 +8,8 @@
 
 Each study is a list of variants: param overrides laid over the teacher's own params (its profile and `-S`).
 Variants equal across studies (every study's control is the teacher's own params) are queued once, as
-`<teacher>-baseline`; the others as `<teacher>-<variant>`. Experiments that change only compose params are queued
-last, so they restore the students of the baseline from the run-cache instead of training them again.
+`<teacher>-baseline`; the others as `<teacher>-<variant>`. Experiments that change only compose or evaluate params
+are queued last, so they restore the students of the baseline from the run-cache instead of training them again.
 Queued experiments run in a temporary copy of the repository without its git-ignored files: a path given to them
 (teacher checkpoint, MNIST and texture folders) inside the repository stays relative and is copied into the run
 (`dvc exp run -C`), so no command or report names a machine's folders; one outside it is made absolute.
@@ -69,6 +69,10 @@ STUDIES: dict[str, dict[str, dict[str, object]]] = {
     # shape student on the pixel loss alone draws (0.092): do grey edges alone give counterfactuals away?
     "masks": {"none": {}, "noise": {"compose.mask_noise_std": 0.2}, "rotation": {"compose.mask_rotation": 30.0},
               "transparency": {"compose.mask_transparency": 0.5}, "blur": {"compose.mask_blur": 0.45}},
+    # Do grey edges give counterfactuals away by themselves, or only against real images whose edges are crisp
+    # (the CGN protocol thresholds real digits into binary masks)? Each side blurred alone, and both.
+    "edges": {"crisp": {}, "blur": {"compose.mask_blur": 0.45}, "real-blur": {"evaluate.real_mask_blur": 0.45},
+              "both-blur": {"compose.mask_blur": 0.45, "evaluate.real_mask_blur": 0.45}},
     "denoise": {"speckled": {"compose.mask_denoise": False}, "denoised": {"compose.mask_denoise": True}},
     "transparent": TRANSPARENT,
     # The CGN paper's classifiers trained on 100,000 counterfactuals (compose.n is 10,000 to fit a CPU): the
@@ -128,7 +132,8 @@ def experiments(name: str, base: dict, studies: list[str], root: Path = Path("."
             settings = effective(params)
             if settings not in seen:  # e.g. kl-1 and kl-features: one run
                 seen.append(settings)
-                queued[f"{name}-{variant}"] = (1 + compose_only(params, own), {**base, **needed(own, changes, root)})
+                queued[f"{name}-{variant}"] = (1 + keeps_students(params, own),
+                                               {**base, **needed(own, changes, root)})
     first = int(own.get("seed", 0))
     return {label + (f"-seed{k}" if k else ""): ({**values, "seed": first + k} if k else values)
             for label, (_, values) in sorted(queued.items(), key=lambda item: item[1][0]) for k in range(seeds)}
@@ -177,9 +182,12 @@ def _students_touched(changes: dict, params: dict[str, list[str]]) -> set[str]:
             if any(key == param or key.startswith(f"{param}.") for param in declared)}
 
 
-def compose_only(params: dict, own: dict) -> bool:
-    """Whether only compose params differ from the baseline's: the run restores the baseline's students."""
-    return all(params[group] == own[group] for group in own if group != "compose")
+DOWNSTREAM = ("compose", "evaluate")  # the param groups that no student's training reads
+
+
+def keeps_students(params: dict, own: dict) -> bool:
+    """Whether only downstream params differ from the baseline's: the run restores the baseline's students."""
+    return all(params[group] == own[group] for group in own if group not in DOWNSTREAM)
 
 
 def queue_commands(queued: dict[str, dict], root: Path = Path(".")) -> list[list[str]]:

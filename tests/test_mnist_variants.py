@@ -63,6 +63,36 @@ def test_digit_mask_threshold_sits_between_25_and_26():
     assert digit_masks(faint)[0, 0, 0].tolist() == [0.0] * 16 + [1.0] * 16
 
 
+def test_blurred_digit_masks_grey_the_edges_and_nothing_else(digits):
+    binary, blurred = digit_masks(digits), digit_masks(digits, blur=0.45)
+    assert blurred.min() >= 0 and blurred.max() <= 1
+    soft = (blurred > 0.01) & (blurred < 0.99)
+    assert 0.05 < soft.float().mean() < 0.2  # the edges of 32x32 strokes: about a tenth of the pixels
+    # A 0.45 px Gaussian reaches 2 px (ceil(3 sigma)): a pixel whose 5x5 neighbourhood is one value keeps it.
+    uniform = F.max_pool2d(binary, 5, 1, 2) == -F.max_pool2d(-binary, 5, 1, 2)
+    assert torch.allclose(blurred[uniform], binary[uniform], atol=1e-6)
+    assert not soft[uniform].any()
+    # A weighted mean: the ink moves across edges, none appears or vanishes (no digit touches the border).
+    assert torch.allclose(blurred.sum(dim=(1, 2, 3)), binary.sum(dim=(1, 2, 3)), rtol=1e-4)
+
+
+def test_double_colored_with_blurred_masks_blends_its_own_two_colours(digits):
+    fg, bg = random_classes(N, seed=9)
+    crisp = colourise(digits, fg, bg, "double_colored", seeded())
+    soft = colourise(digits, fg, bg, "double_colored", seeded(), mask_blur=0.45)
+    binary, blurred = digit_masks(digits), digit_masks(digits, blur=0.45)
+    # The same colours are drawn: away from the edges the images are the crisp ones.
+    settled = (blurred == binary).expand_as(crisp)
+    assert torch.equal(soft[settled], crisp[settled])
+    # On the edges each pixel is the mask's blend of that image's digit and background colour (in the channels
+    # where neither colour's noise went past the clamp to [-1, 1]).
+    digit, ground = per_image_colour(crisp, binary), per_image_colour(crisp, 1 - binary)
+    blend = blurred * digit[:, :, None, None] + (1 - blurred) * ground[:, :, None, None]
+    unclamped = ((digit.abs() < 1) & (ground.abs() < 1))[:, :, None, None].expand_as(crisp)
+    assert (~settled & unclamped).float().mean() > 0.03
+    assert torch.allclose(soft[unclamped], blend[unclamped], atol=1e-5)
+
+
 def test_double_colored_paints_fg_and_bg_palettes(digits):
     fg, bg = random_classes(N, seed=1)
     images = colourise(digits, fg, bg, "double_colored", seeded())

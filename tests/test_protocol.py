@@ -53,6 +53,20 @@ def test_colours_are_frozen_by_the_seed(sets):
     assert not torch.equal(other[1].images, sets[1].images)
 
 
+def test_blurred_real_masks_change_the_edges_and_keep_digits_and_colours(sets):
+    blurred = mnist_sets(MNIST, "double_colored", 3000, seed=0, mask_blur=0.45)
+    digits, _ = load_mnist_test(MNIST, download=False)
+    for part, soft, own in zip(sets, blurred, (digits[:2000], digits[2000:])):
+        assert torch.equal(part.labels, soft.labels) and torch.equal(part.hard, soft.hard)
+        change = (digit_masks(own, blur=0.45) - digit_masks(own)).abs()
+        unchanged = (change == 0).expand_as(part.images)
+        assert torch.equal(part.images[unchanged], soft.images[unchanged])
+        # Where a tenth of a pixel changed sides, it shows (but for digits painted in their background's colour).
+        visible = (change[:, 0] > 0.1) & ~part.hard[:, None, None]
+        moved = (part.images != soft.images).any(dim=1)
+        assert visible.sum() > 1000 and moved[visible].float().mean() > 0.95
+
+
 def test_same_colour_part_is_about_a_tenth(sets):
     hard = sets[1].hard
     assert hard is not None and 0.07 < hard.float().mean() < 0.13

@@ -427,11 +427,15 @@ def test_studies_queue_one_run_per_distinct_variant_baseline_first_compose_last(
     assert queued[-4:] == ["synthetic-noise", "synthetic-rotation", "synthetic-transparency", "synthetic-blur"]
 
 
-def test_each_variant_is_queued_at_every_seed_compose_only_variants_still_last():
+def test_each_variant_is_queued_at_every_seed_downstream_variants_still_last():
     queued = experiments("synthetic", {}, ["pixel", "masks"], ROOT, seeds=3)
     assert list(queued)[:3] == ["synthetic-baseline", "synthetic-baseline-seed1", "synthetic-baseline-seed2"]
     assert [queued[f"synthetic-l2{suffix}"].get("seed") for suffix in ("", "-seed1", "-seed2")] == [None, 1, 2]
     assert list(queued)[-3:] == ["synthetic-blur", "synthetic-blur-seed1", "synthetic-blur-seed2"]
+    # A variant of evaluate's params alone keeps the students too: after every run that trains them.
+    queued = list(experiments("synthetic", {}, ["edges", "pixel"], ROOT))
+    assert queued[-3:] == ["synthetic-blur", "synthetic-real-blur", "synthetic-both-blur"]
+    assert queued.index("synthetic-l2") < queued.index("synthetic-blur")
 
 
 def test_variants_with_the_teachers_effective_settings_are_not_queued_again():

@@ -22,10 +22,11 @@ def hard_part(variant: str) -> HardPart:
     return HardPart("same_colour", lambda fg, bg: same_colour(variant, fg, bg))
 
 
-def mnist_sets(mnist_dir: Path, variant: str, test_size: int, seed: int,
-               textures_dir: Path | None = None) -> tuple[Labelled, Labelled]:
+def mnist_sets(mnist_dir: Path, variant: str, test_size: int, seed: int, textures_dir: Path | None = None,
+               mask_blur: float = 0.0) -> tuple[Labelled, Labelled]:
     """(factual training set, OOD test set) from real digits: the first len - test_size digits, coloured by their
-    label, and the last test_size, coloured at random. Disjoint by construction."""
+    label, and the last test_size, coloured at random. Disjoint by construction. `mask_blur` softens both sets'
+    mask edges (variants.digit_masks); the colours drawn do not depend on it."""
     digits, labels = load_mnist_test(Path(mnist_dir))
     if not 0 < test_size < len(labels):
         raise ValueError(f"evaluate.test_size must leave digits for the factual set: {mnist_dir} holds "
@@ -33,13 +34,13 @@ def mnist_sets(mnist_dir: Path, variant: str, test_size: int, seed: int,
     textures = load_textures(Path(textures_dir)) if variant == "wildlife" else None
     split = len(labels) - test_size
     factual = _coloured(digits[:split], labels[:split], labels[:split], labels[:split], variant,
-                        generator(seed, "factual", "colours"), textures)
+                        generator(seed, "factual", "colours"), textures, mask_blur)
     rng = generator(seed, "test", "colours")
     fg, bg = (torch.randint(NUM_CLASSES, (test_size,), generator=rng) for _ in range(2))
-    test = _coloured(digits[split:], labels[split:], fg, bg, variant, rng, textures)
+    test = _coloured(digits[split:], labels[split:], fg, bg, variant, rng, textures, mask_blur)
     return factual, test
 
 
-def _coloured(digits, labels, fg, bg, variant, rng, textures) -> Labelled:
-    images = quantised(colourise(digits, fg, bg, variant, rng, textures))
+def _coloured(digits, labels, fg, bg, variant, rng, textures, mask_blur) -> Labelled:
+    images = quantised(colourise(digits, fg, bg, variant, rng, textures, mask_blur))
     return Labelled(images, labels, same_colour(variant, fg, bg), "same_colour")

@@ -18,6 +18,7 @@ import torch.nn.functional as F
 from PIL import Image
 
 from skdcgn.counterfactuals.composite import compose
+from skdcgn.counterfactuals.masks import gaussian_blur
 from skdcgn.mnist.palette import BACKGROUND_RGB, COLORED_DIGIT_RGB, FOREGROUND_RGB
 from skdcgn.settings.teacher import MnistVariant
 
@@ -41,11 +42,13 @@ class Textures:
     background: torch.Tensor
 
 
-def digit_masks(digits: torch.Tensor) -> torch.Tensor:
-    """Binary shape masks float (N, 1, 32, 32) from uint8 digits (N, 28, 28), as the CGN protocol builds them."""
+def digit_masks(digits: torch.Tensor, blur: float = 0.0) -> torch.Tensor:
+    """Binary shape masks float (N, 1, 32, 32) from uint8 digits (N, 28, 28), as the CGN protocol builds them;
+    with `blur` > 0, convolved with a Gaussian of that sigma in pixels (grey edges, as compose.mask_blur draws)."""
     scaled = digits.float().div(255).unsqueeze(1)
     resized = F.interpolate(scaled, size=(IMAGE_SIZE, IMAGE_SIZE), mode="nearest")
-    return (resized > MASK_THRESHOLD).float()
+    binary = (resized > MASK_THRESHOLD).float()
+    return gaussian_blur(binary, blur) if blur else binary
 
 
 def same_colour(variant: str, fg_class: torch.Tensor, bg_class: torch.Tensor) -> torch.Tensor | None:
@@ -59,13 +62,14 @@ def same_colour(variant: str, fg_class: torch.Tensor, bg_class: torch.Tensor) ->
 
 
 def colourise(digits: torch.Tensor, fg_class: torch.Tensor, bg_class: torch.Tensor, variant: str,
-              generator: torch.Generator, textures: Textures | None = None) -> torch.Tensor:
-    """Images float (N, 3, 32, 32) in [-1, 1] of one variant; colored ignores bg_class (its background is black)."""
+              generator: torch.Generator, textures: Textures | None = None, mask_blur: float = 0.0) -> torch.Tensor:
+    """Images float (N, 3, 32, 32) in [-1, 1] of one variant; colored ignores bg_class (its background is black).
+    `mask_blur`: see digit_masks."""
     if variant not in VARIANTS:
         raise ValueError(f"unknown variant {variant!r}; expected one of {', '.join(VARIANTS)}")
     if not digits.shape[0] == fg_class.shape[0] == bg_class.shape[0]:
         raise ValueError(f"{digits.shape[0]} digits but {fg_class.shape[0]} fg and {bg_class.shape[0]} bg classes")
-    masks = digit_masks(digits)
+    masks = digit_masks(digits, mask_blur)
     if variant == "colored":
         black = torch.zeros(len(masks), 3)
         return _paint(masks, _noisy_colours(COLORED_DIGIT_RGB, fg_class, generator, COLORED_NOISE_STD), black)

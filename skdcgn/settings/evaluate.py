@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from skdcgn.settings.schema import Count, Positive, Settings
+from skdcgn.settings.schema import Count, NonNegative, Positive, Settings
 
 
 class EvaluateSettings(Settings):
@@ -14,6 +14,9 @@ class EvaluateSettings(Settings):
     mnist_dir: str = "mnist"
     textures_dir: str = "textures"
     test_size: Count = 2000
+    # mnist: a Gaussian blur (sigma in pixels) of the real digits' binary masks before they are coloured, so that
+    # real images get the grey edges compose.mask_blur gives counterfactuals: do edges alone tell the two apart?
+    real_mask_blur: NonNegative = 0.0
     epochs: Count = 5
     batch_size: Count = 64
     lr: Positive = 1.0  # Adadelta
