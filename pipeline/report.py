@@ -45,8 +45,8 @@ from skdcgn.utils.atomic import atomic_file  # noqa: E402
 RESULTS = Path("results")
 SHAPE_STUDENT = STUDENT.format(im="shape")
 LOSS_STUDIES = ("kl", "kl_place", "pixel", "objective")
-MASK_STUDY, DENOISE_STUDY, TRANSPARENT_STUDY, DATA_STUDY, SCALE_STUDY = ("masks", "denoise", "transparent", "data",
-                                                                        "scale")
+MASK_STUDY, EDGES_STUDY, DENOISE_STUDY, TRANSPARENT_STUDY, DATA_STUDY, SCALE_STUDY = (
+    "masks", "edges", "denoise", "transparent", "data", "scale")
 # SKDCGN paper, Table 1: real-vs-counterfactual classifier, train / test accuracy in %.
 PAPER_TABLE1 = {"noise": (99.9, 14.96), "rotation": (99.1, 13.51), "transparency": (94.7, 58.86)}
 UNITS = {"mask_iou": "IoU", "psnr": "PSNR dB"}
@@ -378,6 +378,40 @@ def teacher_realism(baseline: Run) -> list[str]:
     return ["", " ".join(said)] if said else []
 
 
+def edges_section(edges: dict[str, Run]) -> list[str]:
+    """Do grey edges give counterfactuals away by themselves? Real vs counterfactual with the students' masks,
+    the real digits' masks or both blurred, each against the crisp control beyond the seed spread."""
+    control = edges.get("crisp")
+    if control is None or len(edges) < 2:
+        return []
+    lines = ["| blurred | overrides | seeds | real vs CF test: students | real vs CF test: teacher "
+             "| OOD accuracy: students | OOD accuracy: teacher |", "|---" * 7 + "|"]
+    for variant, run in edges.items():
+        lines.append(f"| {variant} | `{_changes(EDGES_STUDY, variant)}` | {len(run.runs)} "
+                     f"| {_cell(run, EVALUATE, 'real_vs_counterfactual', 'test_accuracy')} "
+                     f"| {_cell(run, REFERENCE, 'real_vs_counterfactual', 'test_accuracy')} "
+                     f"| {_cell(run, EVALUATE, 'student', 'accuracy')} | {_cell(run, REFERENCE, 'teacher', 'accuracy')} |")
+    said = [f"{variant} {_direction(_realism(run), _realism(control))}" for variant, run in edges.items()
+            if run is not control and None not in _realism(run) + _realism(control)]
+    return ["### Grey edges: the students' masks, the real digits' masks, or both blurred", "",
+            "Real = the OOD test images, real digits whose masks the CGN protocol thresholds to 0 or 1 "
+            "(`evaluate.real_mask_blur` blurs them, and the factual real set alike); counterfactuals = the "
+            "students' (`compose.mask_blur` blurs their masks) or, in the teacher column, the teacher's, never "
+            "blurred (stage reference). Test accuracy 0.5: indistinguishable.", "", *lines, "",
+            *([f"- The students' real vs CF test accuracy against crisp: {'; '.join(said)}.", ""] if said else [])]
+
+
+def _realism(run: Run) -> list[float | None]:
+    """Per seed: how well a classifier told the students' counterfactuals from real images (test accuracy)."""
+    return [_leaf(member.metrics, EVALUATE, "real_vs_counterfactual", "test_accuracy") for member in run.runs]
+
+
+def _direction(values: list[float], control: list[float]) -> str:
+    if below(control, values):
+        return "higher"
+    return "lower" if below(values, control) else "no difference beyond the spread"
+
+
 def denoise_table(denoise: dict[str, Run]) -> list[str]:
     lines = ["| masks | teacher CFs: OOD accuracy | student CFs: OOD accuracy | student / teacher |",
              "|---" * 4 + "|"]
@@ -567,6 +601,7 @@ def baseline_section(baseline: Run, found: dict[str, dict[str, Run]], figures: P
                   "classifier is trained on the changed counterfactuals and tested on the OOD set.", "",
                   *mask_table(found[MASK_STUDY]), *teacher_realism(baseline), "",
                   *([f"![counterfactuals per mask change]({figures.name}/{name}-masks.png)", ""] if grids else [])]
+    lines += edges_section(found.get(EDGES_STUDY, {}))
     if DENOISE_STUDY in found:
         lines += ["### Mask denoising (3x3 median) of teacher and student counterfactuals", "",
                   *denoise_table(found[DENOISE_STUDY]), ""]

@@ -134,6 +134,26 @@ def test_the_mask_table_reads_against_the_teachers_own_realism_where_it_was_meas
             "masks): train 0.750 ± 0.000, test 0.710 ± 0.014.") in text.split("### Shape mechanism")[1]
 
 
+def test_the_edges_table_sets_each_blur_against_crisp_masks_beyond_the_spread(tmp_path):
+    """Blurred counterfactuals against crisp real digits give themselves away; blurred on both sides they do not
+    (0.57 against 0.55 +- 0.01: within the spread). The teacher's realism stands beside each row."""
+    realism = {"baseline": ({}, [0.54, 0.55, 0.56], 0.60),
+               "blur": ({"compose.mask_blur": 0.45}, [0.90, 0.92, 0.94], 0.60),
+               "real-blur": ({"evaluate.real_mask_blur": 0.45}, [0.70, 0.71, 0.72], 0.85),
+               "both-blur": ({"compose.mask_blur": 0.45, "evaluate.real_mask_blur": 0.45}, [0.56, 0.57, 0.58], 0.85)}
+    runs = seeded_runs({variant: (changes, [(0.8, 36.0, 49.0)] * 3) for variant, (changes, _, _) in realism.items()})
+    for name, run in runs.items():
+        variant = name.removeprefix("synthetic-").split("-seed")[0]
+        per_seed, teacher = realism[variant][1:]
+        run.metrics["data/evaluate/metrics.json"]["real_vs_counterfactual"]["test_accuracy"] = per_seed[run.params["seed"]]
+        run.metrics["data/reference/metrics.json"]["real_vs_counterfactual"] = {"test_accuracy": teacher}
+    section = write_report(runs, ["synthetic"], tmp_path, DEFAULTS).read_text().split("### Grey edges")[1]
+    assert ("| both-blur | `compose.mask_blur=0.45, evaluate.real_mask_blur=0.45` | 3 | 0.570 ± 0.010 "
+            "| 0.850 ± 0.000 | 0.900 ± 0.000 | 0.900 ± 0.000 |") in section
+    assert "| crisp | `(baseline)` | 3 | 0.550 ± 0.010 | 0.600 ± 0.000 |" in section
+    assert ("against crisp: blur higher; real-blur higher; both-blur no difference beyond the spread.") in section
+
+
 def test_over_seeds_the_report_gives_mean_and_spread_and_calls_only_differences_beyond_it(tmp_path):
     """Three seeds per variant: each figure is a mean ± standard deviation, and L2 counts as worse only where
     its runs lie below L1's by more than the spread (shape and background; texture is lower on average, by less
