@@ -17,7 +17,7 @@ from typing import Callable, Iterator
 
 import torch
 
-from pipeline.common import THREADS_ENV, env_count, exit_on_error, setup_torch
+from pipeline.common import THREADS_ENV, env_count, exit_on_error, setup_torch, stage_args
 from pipeline.params import Params
 from skdcgn.evaluation.protocol import (Classifier, Labelled, factual_set, ood_test_set, real_vs_counterfactual,
                                         train_and_test)
@@ -27,8 +27,19 @@ from skdcgn.mnist.real_digits import hard_part, mnist_sets
 from skdcgn.mnist.variants import VARIANTS
 from skdcgn.settings.evaluate import EvaluateSettings
 from skdcgn.teachers.base import Teacher
+from skdcgn.teachers.registry import make_teacher
 from skdcgn.utils.processes import die_with
 from skdcgn.utils.progress import progress
+
+
+def stage_setup() -> tuple[Params, torch.device, Teacher, str | None]:
+    """Where reference and evaluate start: the params, the stage's device, the teacher on it, and the line that
+    says why the classifier protocol is skipped (None where it can judge this teacher, see protocol_skipped)."""
+    params, _ = stage_args(with_im=False)
+    device = setup_torch()
+    with exit_on_error():
+        teacher = make_teacher(params.teacher).to(device)
+    return params, device, teacher, protocol_skipped(teacher)
 
 
 def evaluation_sets(params: Params, teacher: Teacher, with_factual: bool) -> tuple[Labelled | None, Labelled]:

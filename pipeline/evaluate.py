@@ -7,22 +7,17 @@ that the classifier protocol was skipped: the students' fidelity (distill) and g
 
 import torch
 
-from pipeline.common import DATA, exit_on_error, setup_torch, stage_args, staging, write_json
-from pipeline.downstream import (alongside, classifier_for, evaluation_sets, protocol_skipped,
-                                 real_or_counterfactual, scores_on_test, write_confusion)
+from pipeline.common import DATA, staging, write_json
+from pipeline.downstream import (alongside, classifier_for, evaluation_sets, real_or_counterfactual, scores_on_test,
+                                 stage_setup, write_confusion)
 from pipeline.params import Params
 from skdcgn.evaluation.protocol import Labelled
 from skdcgn.shards.reading import Dataset, open_dataset
 from skdcgn.teachers.base import Teacher
-from skdcgn.teachers.registry import make_teacher
 
 
 def main() -> None:
-    params, _ = stage_args(with_im=False)
-    device = setup_torch()
-    with exit_on_error():
-        teacher = make_teacher(params.teacher).to(device)
-    skipped = protocol_skipped(teacher)
+    params, device, teacher, skipped = stage_setup()
     counterfactuals = open_dataset(DATA / "counterfactuals" / "shards")
     sizes = {"train_size": counterfactuals.num_samples, "per_shape": counterfactuals.info["per_shape"]}
     if skipped:

@@ -8,23 +8,18 @@ device. For a teacher whose images are not digits (ImageNet) only the grid of it
 the metrics say that the classifier protocol was skipped.
 """
 
-from pipeline.common import DATA, exit_on_error, setup_torch, stage_args, staging, write_json
-from pipeline.downstream import (alongside, classifier_for, evaluation_sets, protocol_skipped,
-                                 real_or_counterfactual, scores_on_test, write_confusion)
+from pipeline.common import DATA, staging, write_json
+from pipeline.downstream import (alongside, classifier_for, evaluation_sets, real_or_counterfactual, scores_on_test,
+                                 stage_setup, write_confusion)
 from skdcgn.counterfactuals.composite import COMPOSITE_RANGE, render
 from skdcgn.counterfactuals.inputs import counterfactual_inputs, counterfactual_shifts
 from skdcgn.evaluation.protocol import composite_images
 from skdcgn.shards.format import decode_images
-from skdcgn.teachers.registry import make_teacher
 from skdcgn.utils.grids import save_grid
 
 
 def main() -> None:
-    params, _ = stage_args(with_im=False)
-    device = setup_torch()
-    with exit_on_error():
-        teacher = make_teacher(params.teacher).to(device)
-    skipped = protocol_skipped(teacher)
+    params, device, teacher, skipped = stage_setup()
     factual, test = (None, None) if skipped else evaluation_sets(params, teacher, with_factual=True)
     settings = params.compose
     inputs = counterfactual_inputs(teacher.z_dims, teacher.num_classes, settings.n, params.seed, settings.per_shape,
