@@ -390,7 +390,8 @@ def edges_section(edges: dict[str, Run]) -> list[str]:
         lines.append(f"| {variant} | `{_changes(EDGES_STUDY, variant)}` | {len(run.runs)} "
                      f"| {_cell(run, EVALUATE, 'real_vs_counterfactual', 'test_accuracy')} "
                      f"| {_cell(run, REFERENCE, 'real_vs_counterfactual', 'test_accuracy')} "
-                     f"| {_cell(run, EVALUATE, 'student', 'accuracy')} | {_cell(run, REFERENCE, 'teacher', 'accuracy')} |")
+                     f"| {_cell(run, EVALUATE, 'student', 'accuracy')} "
+                     f"| {_cell(run, REFERENCE, 'teacher', 'accuracy')} |")
     said = [f"{variant} {_direction(_realism(run), _realism(control))}" for variant, run in edges.items()
             if run is not control and None not in _realism(run) + _realism(control)]
     return ["### Grey edges: the students' masks, the real digits' masks, or both blurred", "",

@@ -145,7 +145,8 @@ def test_the_edges_table_sets_each_blur_against_crisp_masks_beyond_the_spread(tm
     for name, run in runs.items():
         variant = name.removeprefix("synthetic-").split("-seed")[0]
         per_seed, teacher = realism[variant][1:]
-        run.metrics["data/evaluate/metrics.json"]["real_vs_counterfactual"]["test_accuracy"] = per_seed[run.params["seed"]]
+        realism_metrics = run.metrics["data/evaluate/metrics.json"]["real_vs_counterfactual"]
+        realism_metrics["test_accuracy"] = per_seed[run.params["seed"]]
         run.metrics["data/reference/metrics.json"]["real_vs_counterfactual"] = {"test_accuracy": teacher}
     section = write_report(runs, ["synthetic"], tmp_path, DEFAULTS).read_text().split("### Grey edges")[1]
     assert ("| both-blur | `compose.mask_blur=0.45, evaluate.real_mask_blur=0.45` | 3 | 0.570 ± 0.010 "
