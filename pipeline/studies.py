@@ -141,10 +141,11 @@ def experiments(name: str, base: dict, studies: list[str], root: Path = Path("."
 
 def effective(params: dict) -> dict:
     """What a run computes from `params` (validated): each student's `train` and `loss` with its `ims.<im>`
-    overrides laid over them, and every other group as it is."""
+    overrides laid over them, `evaluate` less what its data does not use, and every other group as it is."""
     parsed = parse(params)
     students = {im: (parsed.train_for(im).model_dump(), parsed.loss_for(im).model_dump()) for im in IMS}
-    return {**parsed.model_dump(exclude={"train", "loss", "ims"}), "students": students}
+    return {**parsed.model_dump(exclude={"train", "loss", "ims", "evaluate"}),
+            "evaluate": parsed.evaluate.in_effect().model_dump(), "students": students}
 
 
 def needed(own: dict, changes: dict, root: Path = Path(".")) -> dict:

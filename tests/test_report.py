@@ -141,7 +141,8 @@ def test_the_edges_table_sets_each_blur_against_crisp_masks_beyond_the_spread(tm
                "blur": ({"compose.mask_blur": 0.45}, [0.90, 0.92, 0.94], 0.60),
                "real-blur": ({"evaluate.real_mask_blur": 0.45}, [0.70, 0.71, 0.72], 0.85),
                "both-blur": ({"compose.mask_blur": 0.45, "evaluate.real_mask_blur": 0.45}, [0.56, 0.57, 0.58], 0.85)}
-    runs = seeded_runs({variant: (changes, [(0.8, 36.0, 49.0)] * 3) for variant, (changes, _, _) in realism.items()})
+    runs = seeded_runs({variant: ({"evaluate.data": "mnist", **changes}, [(0.8, 36.0, 49.0)] * 3)
+                        for variant, (changes, _, _) in realism.items()})
     for name, run in runs.items():
         variant = name.removeprefix("synthetic-").split("-seed")[0]
         per_seed, teacher = realism[variant][1:]
@@ -153,6 +154,11 @@ def test_the_edges_table_sets_each_blur_against_crisp_masks_beyond_the_spread(tm
             "| 0.850 ± 0.000 | 0.900 ± 0.000 | 0.900 ± 0.000 |") in section
     assert "| crisp | `(baseline)` | 3 | 0.550 ± 0.010 | 0.600 ± 0.000 |" in section
     assert ("against crisp: blur higher; real-blur higher; both-blur no difference beyond the spread.") in section
+    # Without real digits (evaluate.data teacher) real-blur is the baseline: no row of its own, and no section
+    # for a control alone.
+    teacher_data = {name: dataclasses.replace(run, params=merged(run.params, {"evaluate": {"data": "teacher"}}))
+                    for name, run in runs.items() if "-real-blur" in name or "-blur" not in name}
+    assert "### Grey edges" not in write_report(teacher_data, ["synthetic"], tmp_path, DEFAULTS).read_text()
 
 
 def test_over_seeds_the_report_gives_mean_and_spread_and_calls_only_differences_beyond_it(tmp_path):
@@ -454,9 +460,17 @@ def test_each_variant_is_queued_at_every_seed_downstream_variants_still_last():
     assert [queued[f"synthetic-l2{suffix}"].get("seed") for suffix in ("", "-seed1", "-seed2")] == [None, 1, 2]
     assert list(queued)[-3:] == ["synthetic-blur", "synthetic-blur-seed1", "synthetic-blur-seed2"]
     # A variant of evaluate's params alone keeps the students too: after every run that trains them.
-    queued = list(experiments("synthetic", {}, ["edges", "pixel"], ROOT))
+    queued = list(experiments("synthetic", {"evaluate.data": "mnist"}, ["edges", "pixel"], ROOT))
     assert queued[-3:] == ["synthetic-blur", "synthetic-real-blur", "synthetic-both-blur"]
     assert queued.index("synthetic-l2") < queued.index("synthetic-blur")
+
+
+def test_blurring_real_digits_is_no_experiment_where_the_protocol_has_none():
+    """With `evaluate.data: teacher` the real digits' blur changes nothing: real-blur is the baseline and
+    both-blur is blur, so neither is queued (nor would the report pair them as variants)."""
+    assert list(experiments("synthetic", {}, ["edges"], ROOT)) == ["synthetic-baseline", "synthetic-blur"]
+    real_digits = experiments("synthetic", {"evaluate.data": "mnist"}, ["edges"], ROOT)
+    assert real_digits["synthetic-real-blur"] == {"evaluate.data": "mnist", "evaluate.real_mask_blur": 0.45}
 
 
 def test_variants_with_the_teachers_effective_settings_are_not_queued_again():

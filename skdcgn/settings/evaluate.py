@@ -21,3 +21,8 @@ class EvaluateSettings(Settings):
     batch_size: Count = 64
     lr: Positive = 1.0  # Adadelta
     gamma: Positive = 0.7  # StepLR per epoch
+
+    def in_effect(self) -> EvaluateSettings:
+        """These settings as a run computes with them: without real digits (`data: teacher`) there is nothing for
+        `real_mask_blur` to blur, so settings that differ in it alone are one experiment (pipeline.studies)."""
+        return self if self.data == "mnist" else self.model_copy(update={"real_mask_blur": 0.0})
