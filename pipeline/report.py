@@ -219,8 +219,8 @@ def mean_image_section(baseline: Run) -> list[str]:
     learned, stayed = [], []
     for im in IMS:
         key, digits = HEADLINE[im], DIGITS[HEADLINE[im]]
-        pairs = [(_leaf(member.metrics, STUDENT.format(im=im), "heldout", key),
-                  _leaf(member.metrics, STUDENT.format(im=im), "baseline", key)) for member in baseline.runs]
+        pairs = list(zip(_per_seed(baseline, STUDENT.format(im=im), "heldout", key),
+                         _per_seed(baseline, STUDENT.format(im=im), "baseline", key)))
         if any(None in pair for pair in pairs):  # a record made before the class-mean baseline was measured
             continue
         gains = [student - mean for student, mean in pairs]
@@ -396,19 +396,16 @@ def edges_section(edges: dict[str, Run]) -> list[str]:
                      f"| {_cell(run, REFERENCE, 'real_vs_counterfactual', 'test_accuracy')} "
                      f"| {_cell(run, EVALUATE, 'student', 'accuracy')} "
                      f"| {_cell(run, REFERENCE, 'teacher', 'accuracy')} |")
-    said = [f"{variant} {_direction(_realism(run), _realism(control))}" for variant, run in edges.items()
-            if run is not control and None not in _realism(run) + _realism(control)]
+    realism = {variant: _per_seed(run, EVALUATE, "real_vs_counterfactual", "test_accuracy")
+               for variant, run in edges.items()}
+    said = [f"{variant} {_direction(values, realism['crisp'])}" for variant, values in realism.items()
+            if variant != "crisp" and None not in values + realism["crisp"]]
     return ["### Grey edges: the students' masks, the real digits' masks, or both blurred", "",
             "Real = the OOD test images, real digits whose masks the CGN protocol thresholds to 0 or 1 "
             "(`evaluate.real_mask_blur` blurs them, and the factual real set alike); counterfactuals = the "
             "students' (`compose.mask_blur` blurs their masks) or, in the teacher column, the teacher's, never "
             "blurred (stage reference). Test accuracy 0.5: indistinguishable.", "", *lines, "",
             *([f"- The students' real vs CF test accuracy against crisp: {'; '.join(said)}.", ""] if said else [])]
-
-
-def _realism(run: Run) -> list[float | None]:
-    """Per seed: how well a classifier told the students' counterfactuals from real images (test accuracy)."""
-    return [_leaf(member.metrics, EVALUATE, "real_vs_counterfactual", "test_accuracy") for member in run.runs]
 
 
 def _direction(values: list[float], control: list[float]) -> str:
@@ -492,11 +489,15 @@ def scale_section(baseline: Run, transparent: dict[str, Run], scale: dict[str, R
             "same masks over the seeds at the smaller N.", "", *lines, "", *verdicts, ""]
 
 
+def _per_seed(run: Run, file: str, *keys: str) -> list[float | None]:
+    """One metric of each seed's run, None where a record lacks it."""
+    return [_leaf(member.metrics, file, *keys) for member in run.runs]
+
+
 def _accuracies(run: Run, side: str) -> list[float]:
     """Per seed: the invariant classifier's OOD accuracy on the teacher's (reference) or the students'
     (evaluate) counterfactuals."""
-    return [_leaf(member.metrics, REFERENCE if side == "teacher" else EVALUATE, side, "accuracy")
-            for member in run.runs]
+    return _per_seed(run, REFERENCE if side == "teacher" else EVALUATE, side, "accuracy")
 
 
 def _spread(values: list[float]) -> float:
