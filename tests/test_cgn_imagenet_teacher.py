@@ -72,6 +72,56 @@ def test_u2net_has_the_checkpoints_keys_and_shapes():
     assert state["outconv.weight"].shape == (1, 6, 1, 1)
 
 
+# sigmoid(d0) of the CGN's own U2NET (imagenet/models/u2net.py, run once outside this repository) on
+# `named_weights` and `odd_image`, at [0, 0, ::12, ::15]. CGN's upsampling (align_corners=True) matters: the
+# upstream default moves these by up to 0.025.
+CGN_U2NET_MASK = [0.634092, 0.70725, 0.685367, 0.598913, 0.784069, 0.621788, 0.585759, 0.698807, 0.64598,
+                  0.388429, 0.407081, 0.403878]
+
+
+def named_weights(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Weights drawn from each key's place in the sorted keys alone, so that any network with these keys gets
+    the same ones: BatchNorm near identity, convolutions scaled by their fan-in."""
+    weights = {}
+    for index, (key, value) in enumerate(sorted(state.items())):
+        if not value.is_floating_point():
+            weights[key] = value
+            continue
+        draw = torch.rand(value.shape, generator=torch.Generator().manual_seed(index), dtype=torch.float64)
+        if key.endswith("running_var"):
+            drawn = 0.5 + draw
+        elif value.dim() > 1:
+            drawn = (2 * draw - 1) * (3 / value[0].numel()) ** 0.5
+        else:
+            drawn = 0.2 * (draw - 0.5) + (1.0 if key.endswith("bn_s1.weight") else 0.0)
+        weights[key] = drawn.float()
+    return weights
+
+
+def odd_image() -> torch.Tensor:
+    """A premask in tanh range at an odd size: every level pools with ceil_mode and upsamples to a ragged size."""
+    noise = torch.randn(1, 3, 37, 45, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    return torch.tanh(noise).float()
+
+
+def test_u2net_gives_the_cgns_mask_for_the_same_weights():
+    network = U2Net().eval()
+    network.load_state_dict(named_weights(network.state_dict()))
+    with torch.no_grad():
+        mask = torch.sigmoid(network(odd_image()))
+    torch.testing.assert_close(mask[0, 0, ::12, ::15].flatten(), torch.tensor(CGN_U2NET_MASK), atol=2e-6, rtol=0)
+
+
+def test_the_released_layout_has_the_specs_key_counts(meta_state):
+    keys = [key.removeprefix("module.") for key in released_layout(meta_state)]
+    counts = {prefix: sum(key.startswith(f"{prefix}.") for key in keys)
+              for prefix in ("biggan_GT", "f_shape", "f_text", "f_bg", "u2net")}
+    assert counts == {"biggan_GT": 602, "f_shape": 602, "f_text": 602, "f_bg": 602, "u2net": 798}
+    assert len(keys) == 3206
+    for suffix in ("weight_orig", "weight_u", "weight_v"):  # the old torch.nn.utils.spectral_norm form
+        assert sum(key.startswith("f_text.") and key.endswith(suffix) for key in keys) == 150
+
+
 def test_u2net_keeps_odd_sizes():
     with torch.no_grad():
         out = U2Net().eval()(torch.randn(1, 3, 50, 50))

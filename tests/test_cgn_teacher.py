@@ -159,6 +159,29 @@ def test_truncated_checkpoint_is_refused(tmp_path, shared):
     assert "not a PyTorch checkpoint" in refusal(path)
 
 
+def test_a_checkpoint_in_torch_saves_legacy_format_gives_the_same_images(tmp_path, state, teachers):
+    path = tmp_path / "legacy.pth"
+    torch.save(state, path, _use_new_zipfile_serialization=False)  # as PyTorch < 1.6 wrote every checkpoint
+    legacy = cgn(path, "double_colored")
+    z, y = torch.randn(8, 32, generator=torch.Generator().manual_seed(5)), torch.arange(8) % 10
+    for im in IMS:
+        assert torch.equal(legacy(im, z, y), teachers["double_colored"](im, z, y))
+
+
+def test_a_truncated_legacy_checkpoint_is_refused(tmp_path, state):
+    whole = io.BytesIO()
+    torch.save(state, whole, _use_new_zipfile_serialization=False)
+    path = tmp_path / "truncated.pth"
+    path.write_bytes(whole.getvalue()[:len(whole.getvalue()) // 2])
+    assert "not a readable PyTorch checkpoint" in refusal(path)
+
+
+def test_weights_of_another_dtype_are_listed(tmp_path, state):
+    half = {key: value.half() if value.is_floating_point() else value for key, value in state.items()}
+    message = refusal(saved(tmp_path, half))
+    assert "wrong dtypes: f_shape.0.bias float16 != float32" in message and "(+43 more)" in message
+
+
 def test_a_shard_is_refused(tmp_path):
     path = tmp_path / "shard-000000.tar"
     with tarfile.open(path, "w") as tar:
