@@ -24,6 +24,7 @@ from pipeline.params import Params, load_or_exit
 from skdcgn.mechanisms import IMS
 from skdcgn.utils.allocator import keep_freed_memory
 from skdcgn.utils.atomic import atomic_directory, partial_path
+from skdcgn.utils.processes import die_with
 
 DATA = Path("data")
 # Metrics and plots a fresh clone shows: outputs that git tracks (`cache: false` in dvc.yaml), apart from the
@@ -35,6 +36,7 @@ THREADS_ENV = "SKDCGN_THREADS"
 WRITERS_ENV = "SKDCGN_WRITERS"
 PROCESSES_ENV = "SKDCGN_PROCESSES"
 RESUME_ENV = "SKDCGN_RESUME"
+AGENT_ENV = "SKDCGN_TORCHRUN_PID"  # set for the ranks by the torchrun a stage starts
 RESUME_DIR = ".resume"  # inside a partial output: its key and the state a resumed run goes on from
 
 
@@ -71,9 +73,16 @@ def under_torchrun(module: str, batch_size: int) -> None:
     """SKDCGN_PROCESSES=N (N > 1): run this training stage as N data-parallel processes on this machine, one GPU
     each when there are GPUs, by handing it to torchrun, and end with torchrun's exit code. Under torchrun
     already (or with N = 1) this returns and the stage runs. Speed only, so an environment variable, like the
-    threads. A batch that does not split evenly over the processes is refused here, before any starts."""
+    threads. A batch that does not split evenly over the processes is refused here, before any starts.
+
+    torchrun dies with the stage and each rank with its torchrun (which starts ranks in sessions of their own,
+    out of reach of a signal to the stage's group): a killed stage must leave nothing that goes on training,
+    writing its partial output under a resumed run."""
     processes = env_count(PROCESSES_ENV, default=1, minimum=1)
-    if processes == 1 or "LOCAL_RANK" in os.environ:
+    if "LOCAL_RANK" in os.environ:
+        die_with(int(os.environ.get(AGENT_ENV) or os.getppid()))
+        return
+    if processes == 1:
         return
     if batch_size % processes:
         print(f"error: batch_size {batch_size} does not split evenly over {PROCESSES_ENV}={processes} processes; "
@@ -81,7 +90,17 @@ def under_torchrun(module: str, batch_size: int) -> None:
         raise SystemExit(2)
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={processes}",
                "-m", module, *sys.argv[1:]]
-    raise SystemExit(subprocess.call(command))
+    stage = os.getpid()
+    raise SystemExit(subprocess.call(command, preexec_fn=lambda: _torchrun_of(stage)))
+
+
+def _torchrun_of(stage: int) -> None:
+    """Runs in the torchrun process before it starts: it dies with the stage, and names itself to its ranks, so
+    that a rank whose torchrun died while the rank started up (its parent is someone else by then) ends at once.
+    subprocess passes no environment of its own here, so torchrun starts with this one. (Under a torchrun
+    started by hand, as on a cluster, a rank dies with its parent.)"""
+    die_with(stage)
+    os.environ[AGENT_ENV] = str(os.getpid())
 
 
 def shard_writers() -> int:

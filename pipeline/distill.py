@@ -6,8 +6,8 @@ the trivial per-class-mean baseline, the same fidelity on as many training sampl
 beside them), the curves (fidelity.tsv: the headline
 metric and the baseline per evaluation; losses.tsv) and a grid of held-out samples (the teacher's, then the
 student's at 1/8, 1/4 and 1/2 of training and at the end). A killed run
-resumes from its last checkpoint when params, teacher samples and code are unchanged (`SKDCGN_RESUME=0`: start
-afresh); a diverging one stops with exit 1, naming the step and keeping that checkpoint.
+resumes from its last checkpoint when params, teacher samples, code and the number of processes are unchanged
+(`SKDCGN_RESUME=0`: start afresh); a diverging one stops with exit 1, naming the step and keeping that checkpoint.
 `SKDCGN_PROCESSES=N` trains on N data-parallel processes through torchrun (README: several GPUs).
 """
 
@@ -20,8 +20,8 @@ from pathlib import Path
 import torch
 from dvclive import Live
 
-from pipeline.common import (DATA, RESUME_DIR, SHOWN, exit_on_error, may_resume, resume_key, setup_torch, stage_args,
-                             staging, under_torchrun)
+from pipeline.common import (DATA, PROCESSES_ENV, RESUME_DIR, SHOWN, exit_on_error, may_resume, resume_key, setup_torch,
+                             stage_args, staging, under_torchrun)
 from pipeline.params import Params
 from skdcgn.distillation.checkpoints import save_student
 from skdcgn.distillation.data import training_data
@@ -37,6 +37,7 @@ from skdcgn.shards.format import decode_images
 from skdcgn.shards.reading import open_dataset
 from skdcgn.training.distributed import barrier, init_from_environment, rank_and_world
 from skdcgn.training.divergence import TrainingDiverged
+from skdcgn.training.state import saved_identity
 from skdcgn.utils.atomic import atomic_file, partial_path
 from skdcgn.utils.grids import save_grid
 from skdcgn.utils.hashing import file_sha256
@@ -102,7 +103,8 @@ class GridRows:
     def keep(self, step: int) -> None:
         path = self.folder / f"grid-{step:08d}.pt"
         if step in self.steps and not path.exists():
-            torch.save(self.draw(), path)
+            with atomic_file(path) as partial:  # whole or absent: a resumed run keeps a row that exists
+                torch.save(self.draw(), partial)
 
     @torch.no_grad()
     def draw(self) -> torch.Tensor:
@@ -139,7 +141,8 @@ def main() -> None:
     student = StudentGenerator(im, teacher["z_dims"][im], teacher["num_classes"], teacher["image_size"],
                                settings.student_widths, settings.class_embedding).to(device)
     disc = ProjectionDiscriminator(CHANNELS[im], teacher["num_classes"], settings.disc_widths).to(device)
-    leader = rank_and_world()[0] == 0
+    rank, processes = rank_and_world()
+    leader = rank == 0
 
     def run(out: Path, callback: LiveCallback | None) -> None:
         try:
@@ -154,10 +157,13 @@ def main() -> None:
         barrier()  # rank 0 has prepared the partial output: a resumed run's checkpoint is there to read
         run(partial_path(DATA / "students" / im), None)
         return
-    key = resume_key("distill", im, params.seed, loss, settings,
+    key = resume_key("distill", im, processes, params.seed, loss, settings,
                      *(file_sha256(source / split / "shards.parquet") for split in ("train", "heldout")))
     shown = SHOWN / "students" / im
-    with staging(DATA / "students" / im, key, may_resume(default=True)) as out:
+    resume = may_resume(default=True)
+    if resume:
+        say_if_other_processes(partial_path(DATA / "students" / im) / RESUME_DIR / "training.pt", processes)
+    with staging(DATA / "students" / im, key, resume) as out:
         barrier()
         # The curves and metrics go where git tracks them as they come (a resumed run replays the reports made
         # before its checkpoint, training.state); the student stays in the DVC cache.
@@ -182,6 +188,15 @@ def main() -> None:
         with atomic_file(shown / "grid.png") as grid:
             rows.save(grid)
         save_student(out / "student.pt", student.cpu(), teacher)
+
+
+def say_if_other_processes(checkpoint: Path, processes: int) -> None:
+    """The number of processes is part of the resume key, as the bytes depend on it (BatchNorm statistics are
+    per process): a killed run's checkpoint from another number is not resumed. Say why."""
+    saved = saved_identity(checkpoint).get("processes", processes)
+    if saved != processes:
+        print(f"starting afresh: the interrupted run trained on {saved} processes, this one on {processes} "
+              f"({PROCESSES_ENV})", flush=True)
 
 
 def training_summary(params: Params, settings: TrainSettings, loss: LossSettings, samples: int) -> dict:

@@ -11,6 +11,8 @@ of one process:
   joins their shards;
 - `SKDCGN_PART=p/P` runs part p of P alone (one per machine of a cluster, into a shared data/); the run after
   the last part, `SKDCGN_RESUME=1 dvc repro -s generate@<im>`, joins them and writes any shard still missing.
+A lock file beside the output (`data/teacher/.<im>.lock`) keeps a part from running twice and a run from
+starting while parts write, or parts while it runs: the latecomer is refused in one line, exit code 2.
 """
 
 import os
@@ -24,7 +26,8 @@ from pipeline.common import (DATA, PROCESSES_ENV, RESUME_DIR, RESUME_ENV, env_co
                              resume_key, setup_torch, shard_writers, stage_args, staging)
 from skdcgn.shards.parts import Part
 from skdcgn.utils.processes import die_with
-from skdcgn.utils.atomic import atomic_file, partial_path
+from skdcgn.utils.atomic import create_once, partial_path
+from skdcgn.utils.locks import LockHeld, OutputLock
 from skdcgn.teachers.registry import make_teacher
 from skdcgn.teachers.sampling import sample_teacher
 from skdcgn.utils.progress import progress
@@ -44,13 +47,18 @@ def main() -> None:
     key = resume_key("generate", im, params.seed, params.teacher.kind, params.teacher.section(), params.generate,
                      teacher.identity())
     output = DATA / "teacher" / im
+    lock = OutputLock(output.with_name(f".{output.name}.lock"))
     if not part.alone:
-        sample_splits(teacher, params, im, part_output(output, key), part, writers, resume=True)
+        locked(lock.part, part.index)
+        sample_splits(teacher, params, im, part_output(output, key, part), part, writers, resume=True)
         return
     resume = may_resume(default=False)
+    locked(lock.whole)
     with staging(output, key, resume) as out:
         if processes > 1:
+            lock.release()  # the parts lock their own bytes; the join takes the whole file back
             run_parts(im, processes)
+            locked(lock.whole)
         sample_splits(teacher, params, im, out, part, writers, resume=resume or processes > 1)
 
 
@@ -65,20 +73,31 @@ def part_device(device: torch.device, part: Part) -> torch.device:
     return torch.device("cuda", part.index % torch.cuda.device_count()) if device.type == "cuda" else device
 
 
-def part_output(output: Path, key: str) -> Path:
-    """The partial output that the parts of one run share, marked with `key` by whichever part comes first. One
-    of another run (other params or code) is not a part's to wipe, as other parts may be writing into it: refused
-    with one line, exit code 2, before anything is written."""
+def locked(take, *args) -> None:
+    """Take the output's lock, or end the stage with one line, exit code 2, before anything is written."""
+    try:
+        take(*args)
+    except LockHeld as held:
+        print(f"error: {held}; allowed: one process per part, and a run alone", file=sys.stderr)
+        raise SystemExit(2) from None
+
+
+def part_output(output: Path, key: str, part: Part) -> Path:
+    """The partial output that the parts of one run share, marked with `key` and the number of parts by
+    whichever part comes first. One of another run (other params or code) is not a part's to wipe, as other parts
+    may be writing into it, and parts of another count would write some shards twice: refused with one line,
+    exit code 2, before anything is written."""
     partial = partial_path(output)
-    key_file = partial / RESUME_DIR / "key"
-    key_file.parent.mkdir(parents=True, exist_ok=True)
-    if not key_file.is_file():
-        with atomic_file(key_file) as written:
-            written.write_text(key)
-    if key_file.read_text() != key:
-        print(f"error: {partial} holds a run of other params or code; allowed: parts of one run. Delete it, then "
-              f"start the parts again", file=sys.stderr)
-        raise SystemExit(2)
+    marks = partial / RESUME_DIR
+    marks.mkdir(parents=True, exist_ok=True)
+    for name, mark, other in (("key", key, "a run of other params or code"),
+                              ("parts", str(part.count), "parts of P={}")):
+        create_once(marks / name, mark)
+        found = (marks / name).read_text()
+        if found != mark:
+            print(f"error: {partial} holds {other.format(found)}; allowed: the parts of one run, all of one P. Delete "
+                  f"it, then start the parts again", file=sys.stderr)
+            raise SystemExit(2)
     return partial
 
 

@@ -1,6 +1,7 @@
 import json
 import math
 import re
+from pathlib import Path
 
 import pytest
 import torch
@@ -12,6 +13,7 @@ from pipeline.distill import GridRows, LiveCallback
 from skdcgn.distillation.data import PairedSamples
 from skdcgn.distillation.heldout import heldout_fidelity
 from skdcgn.distillation.loop import distill
+from skdcgn.distillation.losses import generator_loss
 from skdcgn.distillation.students import ProjectionDiscriminator, StudentGenerator
 from skdcgn.settings.distill import LossSettings, TrainSettings
 from skdcgn.settings.teacher import SyntheticSettings
@@ -186,6 +188,26 @@ def test_the_grid_shows_the_student_at_a_few_steps_even_across_a_resume(tmp_path
     assert (tmp_path / "resumed/grid.png").read_bytes() == (tmp_path / "whole/grid.png").read_bytes()
 
 
+def test_a_grid_row_cut_off_while_written_is_never_taken_for_whole(tmp_path, monkeypatch):
+    torch.manual_seed(0)
+    student = StudentGenerator(IM, 16, 10, 32, [32, 32, 16, 8])
+    rows = GridRows(tmp_path, student, teacher_samples(100, 2), TrainSettings(steps=60, eval_every=10))
+    step = min(rows.steps)
+    row = tmp_path / f"grid-{step:08d}.pt"
+
+    def killed_while_writing(value, path):
+        Path(path).write_bytes(b"PK\x03\x04")  # the first bytes of torch.save's zip
+        raise Killed
+
+    with monkeypatch.context() as patched:
+        patched.setattr(torch, "save", killed_while_writing)
+        with pytest.raises(Killed):
+            rows.keep(step)
+    assert not row.exists()
+    rows.keep(step)  # as the resumed run does at that step
+    assert torch.equal(torch.load(row, weights_only=True), rows.draw())
+
+
 @pytest.mark.parametrize("weights", [LossSettings(), LossSettings(adversarial_weight=0, feature_weight=0)],
                          ids=["full-objective", "pixel-only"])
 def test_a_resumed_run_is_bit_identical_to_one_never_stopped(tmp_path, weights):
@@ -222,6 +244,44 @@ def test_a_non_finite_loss_stops_training_naming_the_step_and_keeping_the_last_g
     assert saved["step"] == step - 1
     assert all(torch.isfinite(value).all() for value in saved["student"].values())
     assert all(math.isfinite(v) for kind, _, values in saved["history"] for v in values.values())
+
+
+def test_weights_an_update_made_non_finite_are_never_checkpointed(tmp_path):
+    """Step 40's losses come before its update: only the weights show that the update broke them."""
+    checkpoint = tmp_path / "training.pt"
+    updates = []
+
+    def break_the_students_update_at_step_40(optimizer, args, kwargs):
+        updates.append(optimizer)
+        if len(updates) == 80:  # every step updates D, then G
+            optimizer.param_groups[0]["params"][0].grad.fill_(math.inf)
+
+    handle = register_optimizer_step_pre_hook(break_the_students_update_at_step_40)
+    try:
+        with pytest.raises(TrainingDiverged) as error:
+            train(60, checkpoint=checkpoint, checkpoint_every=20)
+    finally:
+        handle.remove()
+    assert str(error.value) == (f"non-finite student weights at step 40: lower lr or set grad_clip; "
+                                f"last good checkpoint: {checkpoint} (step 20)")
+    saved = torch.load(checkpoint, weights_only=True)
+    assert saved["step"] == 20
+    assert all(torch.isfinite(value).all() for network in ("student", "disc") for value in saved[network].values())
+
+
+def test_every_loss_part_is_float32_under_bf16_autocast():
+    # As on CUDA, where the steps run under bf16 autocast: the parts are weighed, summed and logged in float32.
+    torch.manual_seed(0)
+    student, disc = StudentGenerator(IM, 16, 10, 32, [32, 32, 16, 8]), ProjectionDiscriminator(1, 10, [8, 16, 32])
+    samples = teacher_samples(8, 1)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        fake = student(samples.z, samples.y)
+        real = torch.rand_like(fake)
+        student_out, teacher_out = disc(fake, samples.y), disc(real, samples.y)
+        _, parts = generator_loss(LossSettings(kl_weight=1.0), fake, real, student_out, teacher_out)
+    assert student_out[1][0].dtype == torch.bfloat16  # the features themselves are bf16
+    assert {name: part.dtype for name, part in parts.items()} == {
+        "pixel": torch.float32, "adversarial": torch.float32, "feature": torch.float32, "kl": torch.float32}
 
 
 def test_an_exploding_discriminator_stops_training_at_its_limit():

@@ -225,8 +225,8 @@ def test_generate_in_parts_gives_the_bytes_of_one_process(repo):
 
 @pytest.mark.parametrize("part, line", [
     ("2/2", "error: part 2/2; allowed: p/P with 0 <= p < P"),
-    ("0/2", "error: data/teacher/.texture.partial holds a run of other params or code; allowed: parts of one run. "
-            "Delete it, then start the parts again")])
+    ("0/2", "error: data/teacher/.texture.partial holds a run of other params or code; allowed: the parts of one "
+            "run, all of one P. Delete it, then start the parts again")])
 def test_a_bad_part_stops_generate_with_one_line_and_touches_nothing(repo, part, line):
     key = repo / "data/teacher/.texture.partial/.resume/key"
     key.parent.mkdir(parents=True)
@@ -239,6 +239,42 @@ def test_a_bad_part_stops_generate_with_one_line_and_touches_nothing(repo, part,
         assert digests(repo / "data") == before
     finally:
         shutil.rmtree(repo / "data/teacher/.texture.partial")
+
+
+def test_parts_of_another_count_are_refused_with_one_line(repo):
+    partial = repo / "data/teacher/.texture.partial"
+    try:
+        run(repo, sys.executable, "-m", "pipeline.generate", "texture", SKDCGN_PART="0/2")
+        before = digests(repo / "data")
+        result = subprocess.run([sys.executable, "-m", "pipeline.generate", "texture"], cwd=repo,
+                                capture_output=True, text=True, env=stage_env(SKDCGN_PART="1/3"))
+        assert (result.returncode, result.stderr.splitlines()) == (2, [
+            "error: data/teacher/.texture.partial holds parts of P=2; allowed: the parts of one run, all of one P. "
+            "Delete it, then start the parts again"])
+        assert digests(repo / "data") == before
+    finally:
+        shutil.rmtree(partial)
+
+
+def test_while_a_part_runs_the_same_part_and_a_whole_run_are_refused_with_one_line(repo):
+    """Two writers of one shard would corrupt it: the output's lock lets in one process per part, or one run."""
+    holder = subprocess.Popen([sys.executable, "-c", "import time; from skdcgn.utils.locks import OutputLock; "
+                               "OutputLock('data/teacher/.texture.lock').part(0); print('held', flush=True); "
+                               "time.sleep(60)"], cwd=repo, env=stage_env(), stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        before = digests(repo / "data")
+        for part, holder_is in (("", "another run or a part is writing it"),
+                                ("0/2", "part 0 is already running, or a run that joins the parts")):
+            result = subprocess.run([sys.executable, "-m", "pipeline.generate", "texture"], cwd=repo,
+                                    capture_output=True, text=True, env=stage_env(SKDCGN_PART=part))
+            assert (result.returncode, result.stderr.splitlines()) == (2, [
+                f"error: data/teacher/.texture.lock is held: {holder_is}; allowed: one process per part, and a run "
+                f"alone"])
+        assert digests(repo / "data") == before
+    finally:
+        holder.kill()
+        holder.wait()
 
 
 def test_cli_validates_and_samples(repo):

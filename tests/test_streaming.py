@@ -14,20 +14,24 @@ from skdcgn.settings.distill import LossSettings, TrainSettings
 from skdcgn.shards.reading import open_dataset
 from skdcgn.shards.streaming import StreamedSamples
 from skdcgn.shards.writer import writing_dataset
+from skdcgn.training import distributed
 from test_distill_loop import IM, teacher_samples
 
 N, SHARD_SIZE = 60, 10  # 6 shards
 
 
+def numbered(directory: Path, n: int) -> Path:
+    """Sample i: z[0] = i, label i % 10, and an image whose every pixel is i: any re-pairing shows."""
+    index = torch.arange(n)
+    with writing_dataset(directory, shard_size=SHARD_SIZE, value_range=(0.0, 255.0), num_classes=10) as writer:
+        writer.add_batch([f"{i:08d}" for i in range(n)], index % 10,
+                         index.float()[:, None, None, None].expand(n, 1, 4, 4), {"z": index[:, None].float()})
+    return directory
+
+
 @pytest.fixture(scope="module")
 def dataset(tmp_path_factory) -> Path:
-    """Sample i: z[0] = i, label i % 10, and an image whose every pixel is i: any re-pairing shows."""
-    directory = tmp_path_factory.mktemp("stream") / "train"
-    index = torch.arange(N)
-    with writing_dataset(directory, shard_size=SHARD_SIZE, value_range=(0.0, 255.0), num_classes=10) as writer:
-        writer.add_batch([f"{i:08d}" for i in range(N)], index % 10,
-                         index.float()[:, None, None, None].expand(N, 1, 4, 4), {"z": index[:, None].float()})
-    return directory
+    return numbered(tmp_path_factory.mktemp("stream") / "train", N)
 
 
 def stream(directory: Path, **options) -> StreamedSamples:
@@ -38,15 +42,48 @@ def take(samples: StreamedSamples, count: int, seed: int = 0, start: int = 0, ba
     return list(itertools.islice(samples.batches(batch_size, seed, start), count))
 
 
-def test_every_sample_comes_once_per_epoch_with_its_own_label_and_image(dataset):
-    samples = stream(dataset, workers=2, buffer=1)  # buffer 1: no sample crosses into the next epoch
-    batches = take(samples, N // 10)
-    z = torch.cat([b[0][:, 0] for b in batches]).long()
-    assert sorted(z.tolist()) == list(range(N))
+def ranks_batches(directory: Path, monkeypatch, world: int, workers: int, count: int, batch_size: int) -> list:
+    """The first `count` batches of each of `world` ranks (buffer 1: each shard is read in order)."""
+    batches = []
+    for rank in range(world):
+        monkeypatch.setattr(distributed, "rank_and_world", lambda rank=rank: (rank, world))
+        batches.append(take(stream(directory, workers=workers, buffer=1), count, batch_size=batch_size))
+    return batches
+
+
+@pytest.mark.parametrize("world, workers", [(1, 2), (1, 4), (2, 2)])
+def test_every_sample_comes_once_per_epoch_with_its_own_label_and_image(dataset, monkeypatch, world, workers):
+    # A rank's batch is one shard, so every slot reads at the same pace; 6 shards do not divide over 4 slots.
+    epochs = 3
+    per_rank = ranks_batches(dataset, monkeypatch, world, workers, epochs * N // (SHARD_SIZE * world),
+                             SHARD_SIZE * world)
+    batches = [batch for step in zip(*per_rank) for batch in step]  # global batch k: the ranks' k-th, in turn
+    z = torch.cat([b[0][:, 0] for b in batches]).long().tolist()
+    for epoch in range(epochs):
+        assert sorted(z[epoch * N:(epoch + 1) * N]) == list(range(N))
     for z_batch, y, images in batches:
         assert torch.equal(y, z_batch[:, 0].long() % 10)
         assert torch.equal(images.flatten(1).amin(1), z_batch[:, 0])  # every pixel is i
         assert torch.equal(images.flatten(1).amax(1), z_batch[:, 0])
+
+
+@pytest.mark.parametrize("world, workers", [(2, 2), (1, 4)])
+def test_the_slots_read_the_shards_of_one_epoch_before_the_next_when_a_shard_is_short(tmp_path, monkeypatch, world,
+                                                                                     workers):
+    """55 samples: 6 shards, the last of 5, over 4 slots. Slot (worker w, rank r) reads items (workers * j + w) *
+    ranks + r, j = 0, 1, ..., of one sequence of shards; each epoch's 6 items of it are every shard once."""
+    epochs, shards = 3, 6
+    per_rank = ranks_batches(numbered(tmp_path / "train", 55), monkeypatch, world, workers, 12 * workers, 5 * world)
+    opened = {}  # (worker, rank) -> the shards that slot read, in order: a shard starts at its sample i % 10 == 0
+    for rank, batches in enumerate(per_rank):
+        for k, (z, _, _) in enumerate(batches):
+            firsts = [int(i) // SHARD_SIZE for i in z[:, 0] if i % SHARD_SIZE == 0]
+            opened.setdefault((k % workers, rank), []).extend(firsts)
+    rounds = min(map(len, opened.values()))
+    sequence = [opened[w, r][j] for j in range(rounds) for w in range(workers) for r in range(world)]
+    assert len(sequence) >= epochs * shards
+    for epoch in range(epochs):
+        assert sorted(sequence[epoch * shards:(epoch + 1) * shards]) == list(range(shards))
 
 
 def test_the_order_comes_from_the_seed(dataset):

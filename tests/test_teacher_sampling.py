@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from skdcgn.settings.generate import GenerateSettings, ImageFormats
+from skdcgn.shards import writer
 from skdcgn.settings.teacher import SyntheticSettings
 from skdcgn.shards.format import ShardError
 from skdcgn.shards.parts import Part
@@ -156,6 +157,28 @@ def test_a_killed_part_resumes_and_a_missing_part_is_written_by_the_joiner(tmp_p
     shutil.rmtree(tmp_path / "train")
     generate_part(tmp_path / "train", CountingTeacher(), "0/2")
     generate(tmp_path / "train", CountingTeacher(), resume=True)  # part 1 never ran: the joiner writes its shards
+    assert digests(tmp_path / "train") == digests(tmp_path / "whole" / "train")
+
+
+@pytest.mark.parametrize("parts", [1, 2], ids=["alone", "joining-2-parts"])
+def test_a_run_killed_as_it_checks_the_finished_dataset_resumes_without_sampling(tmp_path, monkeypatch, parts):
+    """The rows and the parts' sums stay until the dataset is checked: a kill then (the last moment before the
+    rename) leaves all that a resumed run needs to finish without the teacher."""
+    for index in range(parts if parts > 1 else 0):
+        generate_part(tmp_path / "train", CountingTeacher(), f"{index}/{parts}")
+
+    def killed_while_checking(directory, deep):
+        raise Killed
+
+    with monkeypatch.context() as patch:
+        patch.setattr(writer, "validate", killed_while_checking)
+        with pytest.raises(Killed):
+            generate(tmp_path / "train", CountingTeacher(), resume=True)
+    assert (tmp_path / ".train.partial" / "dataset.json").is_file()
+    resumed = CountingTeacher()
+    generate(tmp_path / "train", resumed, resume=True)
+    assert resumed.calls == 0
+    generate(tmp_path / "whole" / "train", CountingTeacher())
     assert digests(tmp_path / "train") == digests(tmp_path / "whole" / "train")
 
 

@@ -18,7 +18,7 @@ from skdcgn.distillation.students import ProjectionDiscriminator, StudentGenerat
 from skdcgn.settings.distill import LossSettings, TrainSettings
 from skdcgn.shards.format import decode_images
 from skdcgn.training import distributed
-from skdcgn.training.divergence import check_window
+from skdcgn.training.divergence import check_weights, check_window
 from skdcgn.training.state import Callback, Reports, TrainingState
 from skdcgn.utils.progress import progress
 
@@ -32,15 +32,17 @@ def distill(student: StudentGenerator, disc: ProjectionDiscriminator, train: Tra
     `checkpoint_every` steps, and a run that finds the file continues from it: on the CPU the result is
     bit-identical to a run never stopped. A run that diverges keeps the file: the last good state.
     Under torchrun every rank calls this with the same arguments (training.distributed); rank 0 alone calls
-    back and writes the checkpoint.
+    back and writes the checkpoint. The number of processes is part of the checkpoint's identity: the bytes
+    depend on it (BatchNorm statistics are per process).
     """
     distributed.check_divisible(settings.batch_size)
-    leader = distributed.rank_and_world()[0] == 0
+    rank, processes = distributed.rank_and_world()
+    leader = rank == 0
     student.init_class_offset(decode_images(train.class_mean_images().mean(dim=(2, 3)), train.value_range))
     gan = GANStep(student, disc, loss, settings, train.device)
     state = TrainingState(checkpoint, gan.stateful(),
                           {"settings": settings.model_dump(), "loss": loss.model_dump(), "seed": seed,
-                           "student": student.config}, writes=leader)
+                           "student": student.config, "processes": processes}, writes=leader)
     reports = Reports(callback if leader else None, state.resume())
     gan.parallelize(settings.compile)
     sums: dict[str, torch.Tensor] = {}
@@ -65,6 +67,7 @@ def distill(student: StudentGenerator, disc: ProjectionDiscriminator, train: Tra
             if step == settings.steps:
                 break
             if at_log and step - state.step >= settings.checkpoint_every:
+                check_weights({"student": student, "discriminator": disc}, step, state.describe())
                 state.save(step, reports.history)
     final = heldout_fidelity(student, heldout)
     reports.eval(settings.steps, final)

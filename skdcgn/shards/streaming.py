@@ -2,11 +2,12 @@
 decoded batches, never the dataset. For datasets too large to hold (ImageNet-size); MNIST-size data trains as
 fast from memory (`train.data: memory`, the default; BENCHMARKS.md).
 
-The order depends on the seed, the number of ranks and the number of loader workers, nothing else. In epoch e a
-permutation of the shards, seeded by (seed, e), is dealt to the slots (slot = rank x workers + worker; shard i of
-the permutation to slot i mod slots). A slot reads its shards through a seeded shuffle buffer, epoch after epoch
-without end, so every rank gets as many batches as it asks for, and groups the records into batches of
-batch_size / ranks. Only then are they decoded: a resumed run skips the batches it has trained on without
+The order depends on the seed, the number of ranks and the number of loader workers, nothing else. The shards
+are read as one endless sequence, a permutation seeded by (seed, e) for each epoch e, end to end; item i of it goes
+to slot i mod slots (slot = worker x ranks + rank: the order in which training takes their batches). So the slots
+move through the epochs together, whether or not the shards divide evenly over them, and every rank gets as many
+batches as it asks for. A slot reads its shards through a seeded shuffle buffer and groups the records into
+batches of batch_size / ranks. Only then are they decoded: a resumed run skips the batches it has trained on without
 decoding them. The DataLoader takes one batch from each worker in turn. The class means come with the dataset
 (the writer summed them), so nothing reads the shards but training itself.
 """
@@ -36,10 +37,12 @@ class ShardStream(IterableDataset):
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
         info = get_worker_info()
         worker = info.id if info else 0
-        # The loader asks worker 0 first, and batch `start` comes first: worker w plays the role of the slot whose
+        # The loader asks worker 0 first, and batch `start` comes first: worker w plays the role of the worker whose
         # batches are the global batches k with k = role (mod workers).
         role = (worker + self.start) % self.workers
-        slot = self.rank * self.workers + role
+        # Global batch k is the k-th batch of every rank, each from role k mod workers: numbered so, the slots take
+        # their shards from the shard sequence in the order training reads them.
+        slot = role * self.world + self.rank
         batches = _batched(_shuffled(self._records(slot), self.buffer, random.Random(f"{self.seed}:{slot}")),
                            self.batch_size)
         done = -(-(self.start - role) // self.workers) if self.start > role else 0
@@ -50,10 +53,16 @@ class ShardStream(IterableDataset):
 
     def _records(self, slot: int) -> Iterator[dict]:
         slots = self.world * self.workers
-        for epoch in itertools.count():
-            order = list(self.dataset.urls)
-            random.Random(f"{self.seed}:epoch:{epoch}").shuffle(order)
-            yield from self.dataset.records(order[slot::slots])
+        for url in itertools.islice(_shard_sequence(self.dataset.urls, self.seed), slot, None, slots):
+            yield from self.dataset.records([url])
+
+
+def _shard_sequence(urls: tuple[str, ...], seed: int) -> Iterator[str]:
+    """The shards, in a seeded permutation per epoch, epoch after epoch without end."""
+    for epoch in itertools.count():
+        order = list(urls)
+        random.Random(f"{seed}:epoch:{epoch}").shuffle(order)
+        yield from order
 
 
 def _shuffled(items: Iterator, size: int, rng: random.Random) -> Iterator:

@@ -180,8 +180,6 @@ class ShardWriter:
         layout = self._join_manifest()
         if self._means is not None:
             np.save(self.directory / CLASS_MEANS, self._means.means().numpy(), allow_pickle=False)
-        for path in self.directory.glob(SUMS_GLOB):
-            path.unlink()
         channels, height, width = layout["image_shape"]
         members = layout["members"]
         meta = {
@@ -213,9 +211,14 @@ class ShardWriter:
         shard_table = pa.Table.from_pylist(shards, pa.schema([("name", pa.string()), ("n_samples", pa.int64()),
                                                               ("bytes", pa.int64()), ("sha256", pa.string())]))
         pq.write_table(shard_table, self.directory / "shards.parquet", compression="zstd")
-        for part in parts:
-            part.unlink()
         return written["layout"]
+
+    def drop_progress(self) -> None:
+        """Delete what a resumed run goes on from, once the dataset is checked: the parts' sums first, so that a
+        kill in between leaves whole shards with their rows and no sums that cover a shard without them."""
+        for pattern in (SUMS_GLOB, ROWS_PATTERN.replace("%06d", "*")):
+            for path in sorted(self.directory.glob(pattern)):
+                path.unlink()
 
 
 @contextmanager
@@ -240,6 +243,7 @@ def writing_dataset(directory: Path, resume: bool = False, part: Part = Part(),
         with _closing(ShardWriter(partial, resume=resume, **writer_options)) as writer:
             yield writer
         validate(partial, deep=False)
+        writer.drop_progress()
 
 
 @contextmanager

@@ -13,7 +13,7 @@ from skdcgn.shards.format import HostPixels
 from skdcgn.shards.parts import Part
 from skdcgn.shards.writer import ShardWriter, writing_dataset
 from skdcgn.teachers.base import Teacher
-from skdcgn.teachers.noise import draw_noise
+from skdcgn.teachers.noise import NoiseStream
 
 
 def class_balanced_labels(per_class: int, num_classes: int) -> torch.Tensor:
@@ -38,9 +38,9 @@ def sample_teacher(teacher: Teacher, im: str, directory: Path, per_class: int, g
     shards while the teacher runs (0: in this process)."""
     codec = storage_codec(settings, im)
     labels = class_balanced_labels(per_class, teacher.num_classes)
-    # All the noise is drawn up front, on the CPU, so a resumed run, a part, or a run on another device hands the
-    # teacher the same z as an uninterrupted one.
-    noise = draw_noise(len(labels), teacher.z_dims[im], generator, teacher.truncation)
+    # The noise is drawn on the CPU, in order, whatever is sampled: a resumed run, a part, or a run on another
+    # device hands the teacher the same z as an uninterrupted one.
+    noise = NoiseStream(len(labels), teacher.z_dims[im], generator, teacher.truncation)
     info = {"im": im, "teacher": teacher.identity(), "teacher_parameters": teacher.num_parameters(im)}
     size = settings.shard_size
     with writing_dataset(directory, resume=resume, part=part, shard_size=size, value_range=VALUE_RANGE[im],
@@ -52,26 +52,27 @@ def sample_teacher(teacher: Teacher, im: str, directory: Path, per_class: int, g
         # The batch grid stays that of an uninterrupted run: the teacher sees the same batches, the same bytes;
         # a batch none of whose shards is to be written is not run. A batch is written while the teacher runs
         # the next one (on a GPU: HostPixels copies without waiting).
-        queued: list[tuple[int, int, HostPixels]] = []
+        queued: list[tuple[int, int, HostPixels, torch.Tensor]] = []
         for start in range(0, len(labels), settings.batch_size):
             stop = min(start + settings.batch_size, len(labels))
             pieces = [(max(start, k * size), min(stop, (k + 1) * size))
                       for k in range(start // size, (stop - 1) // size + 1) if k in todo]
             if not pieces:
                 continue
-            images = teacher(im, noise[start:stop], labels[start:stop])
-            batch = [(first, last, HostPixels(images[first - start:last - start], VALUE_RANGE[im]))
-                     for first, last in pieces]
-            _write(writer, queued, noise, labels, advance)
+            z = noise.rows(start, stop)
+            images = teacher(im, z, labels[start:stop])
+            batch = [(first, last, HostPixels(images[first - start:last - start], VALUE_RANGE[im]),
+                      z[first - start:last - start]) for first, last in pieces]
+            _write(writer, queued, labels, advance)
             queued = batch
-        _write(writer, queued, noise, labels, advance)
+        _write(writer, queued, labels, advance)
 
 
-def _write(writer: ShardWriter, pieces: list[tuple[int, int, HostPixels]], noise: torch.Tensor,
-           labels: torch.Tensor, advance) -> None:
+def _write(writer: ShardWriter, pieces: list[tuple[int, int, HostPixels, torch.Tensor]], labels: torch.Tensor,
+           advance) -> None:
     """Samples first..last-1 of each piece, with the noise and labels they were made from."""
-    for first, last, pixels in pieces:
-        writer.add_batch([f"{i:08d}" for i in range(first, last)], labels[first:last], pixels,
-                         {"z": noise[first:last]}, first=first)
+    for first, last, pixels, z in pieces:
+        writer.add_batch([f"{i:08d}" for i in range(first, last)], labels[first:last], pixels, {"z": z},
+                         first=first)
         if advance:
             advance(last - first)

@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import math
 
+import torch
+from torch import nn
+
 
 class TrainingDiverged(FloatingPointError):
-    """A non-finite loss or an exploding discriminator: training stopped, naming the step."""
+    """A non-finite loss or weights, or an exploding discriminator: training stopped, naming the step."""
 
 
 def check_window(means: dict[str, float], step: int, max_disc_logit: float, checkpoint: str) -> None:
@@ -19,3 +22,14 @@ def check_window(means: dict[str, float], step: int, max_disc_logit: float, chec
     if max_disc_logit and logit > max_disc_logit:
         raise TrainingDiverged(f"discriminator exploding at step {step}: mean |logit| {logit:.4g} > max_disc_logit "
                                f"{max_disc_logit:g}; lower lr or set grad_clip; {checkpoint}")
+
+
+def check_weights(networks: dict[str, nn.Module], step: int, checkpoint: str) -> None:
+    """Before a checkpoint: an update can make weights non-finite while the losses, computed before it, are still
+    finite, and such a state must not be saved as the last good one. Every rank holds the same weights, so every
+    rank stops alike."""
+    bad = [name for name, network in networks.items()
+           if not all(torch.isfinite(weight).all() for weight in network.parameters())]
+    if bad:
+        raise TrainingDiverged(f"non-finite {', '.join(bad)} weights at step {step}: lower lr or set grad_clip; "
+                               f"{checkpoint}")

@@ -53,7 +53,7 @@ class TrainingState:
         """Load the checkpoint when there is one; returns the reports made before it."""
         if self.path is None or not self.path.is_file():
             return []
-        saved = torch.load(self.path, map_location="cpu", weights_only=True)
+        saved = _load(self.path)
         differing = sorted(key for key in self.identity if saved["identity"].get(key) != self.identity[key])
         if differing:
             raise ValueError(f"{self.path}: a checkpoint of another run ({', '.join(differing)} differ); "
@@ -77,3 +77,12 @@ class TrainingState:
         if self.path is None or not self.step:
             return "no checkpoint was saved"
         return f"last good checkpoint: {self.path} (step {self.step})"
+
+
+def saved_identity(path: Path) -> dict:
+    """The identity of the checkpoint at `path`; {} where there is none."""
+    return _load(path)["identity"] if path.is_file() else {}
+
+
+def _load(path: Path) -> dict:
+    return torch.load(path, map_location="cpu", weights_only=True)
