@@ -41,6 +41,7 @@ def main() -> None:
     part = this_part()
     processes = env_count(PROCESSES_ENV, default=1, minimum=1) if part.alone else 1
     writers = shard_writers()  # every environment setting is checked before anything is written
+    resume = may_resume(default=False)
     device = part_device(setup_torch(), part)
     with exit_on_error():
         teacher = make_teacher(params.teacher).to(device)
@@ -52,7 +53,6 @@ def main() -> None:
         locked(lock.part, part.index)
         sample_splits(teacher, params, im, part_output(output, key, part), part, writers, resume=True)
         return
-    resume = may_resume(default=False)
     locked(lock.whole)
     with staging(output, key, resume) as out:
         if processes > 1:
