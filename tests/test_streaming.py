@@ -2,6 +2,7 @@
 
 import itertools
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -11,8 +12,9 @@ from skdcgn.distillation.heldout import ShardSamples, heldout_fidelity
 from skdcgn.distillation.loop import distill
 from skdcgn.distillation.students import ProjectionDiscriminator, StudentGenerator
 from skdcgn.settings.distill import LossSettings, TrainSettings
-from skdcgn.shards.reading import open_dataset
-from skdcgn.shards.streaming import StreamedSamples
+from skdcgn.shards import streaming
+from skdcgn.shards.reading import Dataset, open_dataset
+from skdcgn.shards.streaming import ShardStream, StreamedSamples
 from skdcgn.shards.writer import writing_dataset
 from skdcgn.training import distributed
 from test_distill_loop import IM, teacher_samples
@@ -100,6 +102,56 @@ def test_starting_at_a_batch_gives_the_rest_of_the_same_order(dataset, start):
     whole = take(samples, 12)
     resumed = take(samples, 12 - start, start=start)
     assert [b[0].tolist() for b in resumed] == [b[0].tolist() for b in whole[start:]]
+
+
+def rank_batches(directory: Path, monkeypatch, world: int, rank: int, workers: int, buffer: int, start: int,
+                 count: int) -> list[list[int]]:
+    """z of the `count` batches (4 samples) that rank `rank` gets from global batch `start` on, built here as the
+    DataLoader builds them (each worker's ShardStream, taken in turn), so that reads can be counted."""
+    monkeypatch.setattr(distributed, "rank_and_world", lambda: (rank, world))
+    dataset, per_worker = open_dataset(directory), -(-count // workers)
+    by_worker = []
+    for worker in range(workers):
+        monkeypatch.setattr(streaming, "get_worker_info", lambda worker=worker: SimpleNamespace(id=worker))
+        stream = ShardStream(dataset, 4, 0, buffer, workers, start)
+        by_worker.append([z[:, 0].long().tolist() for z, _, _ in itertools.islice(stream, per_worker)])
+    return [by_worker[j % workers][j // workers] for j in range(count)]
+
+
+def counting_reads(monkeypatch) -> list[str]:
+    """The keys of the records read from now on, in order."""
+    reads, records = [], Dataset.records
+
+    def counted(self, urls=None):
+        for record in records(self, urls):
+            reads.append(record["__key__"])
+            yield record
+
+    monkeypatch.setattr(Dataset, "records", counted)
+    return reads
+
+
+@pytest.mark.parametrize("world, workers, buffer", [(1, 1, 8), (1, 3, 25), (2, 2, 8), (2, 1, 40)])
+def test_a_resumed_stream_gives_every_rank_the_uninterrupted_batches(dataset, monkeypatch, world, workers, buffer):
+    # 4 samples a rank, so an epoch is 60 / (4 * world) batches: starts 17 and 40 resume in a later epoch, and a
+    # buffer of 25 or 40 holds records of several shards.
+    count = 6
+    for rank in range(world):
+        whole = rank_batches(dataset, monkeypatch, world, rank, workers, buffer, 0, 40 + count)
+        for start in (1, 5, 17, 40):
+            resumed = rank_batches(dataset, monkeypatch, world, rank, workers, buffer, start, count)
+            assert resumed == whole[start:start + count], (rank, start)
+
+
+@pytest.mark.parametrize("world, workers", [(1, 2), (2, 1)])
+def test_a_resumed_stream_reads_little_of_what_it_skips(dataset, monkeypatch, world, workers):
+    """Batch 150: each slot has given out 300 records (5 epochs) and holds 8; it reads about the shards that hold
+    those, not the 308 it read before."""
+    reads = counting_reads(monkeypatch)
+    for rank in range(world):
+        rank_batches(dataset, monkeypatch, world, rank, workers, 8, 150, 2)
+    skipped = 150 * 4 * world
+    assert len(reads) < skipped / 10
 
 
 def test_more_workers_than_shards_is_refused_in_one_line(dataset):
