@@ -20,8 +20,8 @@ from pathlib import Path
 import torch
 from dvclive import Live
 
-from pipeline.common import (DATA, PROCESSES_ENV, RESUME_DIR, SHOWN, exit_on_error, may_resume, resume_key, setup_torch,
-                             stage_args, staging, under_torchrun)
+from pipeline.common import (DATA, PROCESSES_ENV, RESUME_DIR, SHOWN, exit_on_error, may_resume, resume_key,
+                             setup_torch, stage_args, staging, under_torchrun)
 from pipeline.params import Params
 from skdcgn.distillation.checkpoints import save_student
 from skdcgn.distillation.data import training_data
@@ -162,7 +162,7 @@ def main() -> None:
     shown = SHOWN / "students" / im
     resume = may_resume(default=True)
     if resume:
-        say_if_other_processes(partial_path(DATA / "students" / im) / RESUME_DIR / "training.pt", processes)
+        say_if_other_processes(partial_path(DATA / "students" / im) / RESUME_DIR, key, processes)
     with staging(DATA / "students" / im, key, resume) as out:
         barrier()
         # The curves and metrics go where git tracks them as they come (a resumed run replays the reports made
@@ -190,10 +190,14 @@ def main() -> None:
         save_student(out / "student.pt", student.cpu(), teacher)
 
 
-def say_if_other_processes(checkpoint: Path, processes: int) -> None:
+def say_if_other_processes(resume_dir: Path, key: str, processes: int) -> None:
     """The number of processes is part of the resume key, as the bytes depend on it (BatchNorm statistics are
-    per process): a killed run's checkpoint from another number is not resumed. Say why."""
-    saved = saved_identity(checkpoint).get("processes", processes)
+    per process): a killed run's checkpoint from another number is not resumed. Say why. A partial output of this
+    very key is resumed: its checkpoint is read once, by the training, not here as well."""
+    key_file = resume_dir / "key"
+    if key_file.is_file() and key_file.read_text() == key:
+        return
+    saved = saved_identity(resume_dir / "training.pt").get("processes", processes)
     if saved != processes:
         print(f"starting afresh: the interrupted run trained on {saved} processes, this one on {processes} "
               f"({PROCESSES_ENV})", flush=True)

@@ -53,7 +53,7 @@ def test_the_first_writer_of_a_mark_wins_and_nothing_else_is_left(tmp_path):
     assert [p.name for p in tmp_path.iterdir()] == ["key"]
 
 
-def test_a_directory_replaces_its_previous_version_in_one_step(tmp_path):
+def test_a_directory_replaces_its_previous_version_and_leaves_no_partial(tmp_path):
     output = tmp_path / "out"
     with atomic_directory(output) as partial:
         (partial / "old").write_text("1")

@@ -33,7 +33,8 @@ def layer_weights(num_layers: int) -> list[float]:
 
 def feature_loss(teacher_features: list[torch.Tensor], student_features: list[torch.Tensor]) -> torch.Tensor:
     weights = layer_weights(len(teacher_features))
-    return sum(w * (t.float() - s.float()).abs().mean() for w, t, s in zip(weights, teacher_features, student_features))
+    return sum(w * (t.float() - s.float()).abs().mean()
+               for w, t, s in zip(weights, teacher_features, student_features))
 
 
 def softened_kl(teacher: torch.Tensor, student: torch.Tensor, temperature: float, dim: int) -> torch.Tensor:

@@ -9,6 +9,7 @@ up), and NFS carries them to the other machines of a cluster that share data/.
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import os
 from pathlib import Path
@@ -41,5 +42,7 @@ class OutputLock:
     def _lock(self, length: int, start: int, holder: str) -> None:
         try:
             fcntl.lockf(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB, length, start)
-        except OSError:  # EACCES or EAGAIN, as the platform says "held"
+        except OSError as error:
+            if error.errno not in (errno.EACCES, errno.EAGAIN):  # the two ways platforms say "held"
+                raise
             raise LockHeld(f"{self.path} is held: {holder}") from None
