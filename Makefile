@@ -8,7 +8,7 @@ LOCK_VENV := .lock-venv
 # Stage commands call `python` and `dvc`: make them the project's own.
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 
-.PHONY: setup repro test lock
+.PHONY: setup repro test test-fast data docs lock
 
 setup: $(VENV)/.installed
 
@@ -25,6 +25,18 @@ repro: setup
 
 test: setup
 	$(PY) -m pytest $(PYTEST_ARGS)
+
+# The inner loop: unit tests only (no pipeline stage, no training, no real teachers), a few minutes on 2 cores.
+test-fast: setup
+	$(PY) -m pytest -m "not slow and not real_data" $(PYTEST_ARGS)
+
+# The real teachers, digits and textures, checked against their sha256 (docs/data.md); FROM=DIR copies them from
+# a local folder instead of their public origins.
+data: setup
+	$(PY) -m skdcgn fetch $(if $(FROM),--from $(FROM))
+
+docs: setup
+	$(PY) -m mkdocs build --strict
 
 lock:
 	rm -rf $(LOCK_VENV)

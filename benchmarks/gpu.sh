@@ -9,8 +9,8 @@
 #
 # Python needs torch and the project's dependencies. Where no package index can be reached (this workplace's
 # device machines), fetch the missing wheels first with `bash benchmarks/gpu_wheels.sh` on a machine that can
-# and bring the .whl/ folder along: they are installed from there. Tests that read the real teachers look in
-# SKDCGN_SHARED (default: ../shared, else .shared/ when a copy of shared/ travels inside the checkout).
+# and bring the .whl/ folder along: they are installed from there. Tests that read the real teachers find them
+# where `skdcgn fetch` puts them (teachers/cgn-mnist/, mnist/, textures/): bring those folders along too.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 out="${1:-gpu-results}"
@@ -23,7 +23,6 @@ if [ -d .whl ]; then
 else
   export PYTHONPATH="$PWD"
 fi
-[ -d ../shared ] || export SKDCGN_SHARED="${SKDCGN_SHARED:-$PWD/.shared}"
 export PYTHONUNBUFFERED=1 SKDCGN_THREADS="${SKDCGN_THREADS:-8}" SKDCGN_WRITERS="${SKDCGN_WRITERS:-8}"
 
 # The whole run fits GPU_BUDGET_S seconds (default 540: one device call of this workplace, with time left to

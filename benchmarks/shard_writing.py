@@ -2,7 +2,7 @@
 
 Both use the same device, batch size and inputs; the difference is the cost of image encoding, tar and manifest
 writing (and class sums) that the stage's writer processes (SKDCGN_WRITERS, default 1) do not hide behind the
-teacher. Goal (issue 4): >= 0.9. Usage: python -m benchmarks.shard_writing [--profile ... --set ...]
+teacher. Goal: >= 0.9. Usage: python -m benchmarks.shard_writing [--profile ... --set ...]
 """
 
 from __future__ import annotations

@@ -3,7 +3,7 @@ trained on) against the same training fed from tensors already in memory.
 
 With `train.data: memory` (the default) the stage holds the dataset after reading it once, so the ratio is the
 cost of that read spread over the IM's training steps; with `--set train.data=stream` it is the cost of
-streaming (loader workers decoding beside the training process). Goal (issue 4): >= 0.95. Usage:
+streaming (loader workers decoding beside the training process). Goal: >= 0.95. Usage:
 python -m benchmarks.training_input [--im shape] [--steps N] [--profile ... --set ...]; samples are generated
 first into a scratch folder at params' sizes.
 """

@@ -8,6 +8,10 @@ teacher-counterfactual classifier to 0.919 OOD accuracy instead of 0.9145 (ATen'
 CPU since 2013 has it), both hosts gave the committed bytes, and the steps were no slower. Set the variables
 yourself to choose otherwise.
 
+MKL (torch's BLAS: the linear layers, einsum, the class means' sums) ignores both caps and picks its own kernels
+by CPU: on an AVX-512 Intel host its AVX-512 ones gave other teacher samples' class means than the AVX2 host of
+the committed dvc.lock; capped at AVX2 too, the same bytes.
+
 torch.compile's CPU kernels are built against ATen's vector width, but its on-disk cache does not key on it: a
 kernel cached by an uncapped process crashed a capped one (segmentation fault). Capped processes keep their own
 cache.
@@ -18,5 +22,6 @@ import tempfile
 
 os.environ.setdefault("ONEDNN_MAX_CPU_ISA", "AVX2")
 os.environ.setdefault("ATEN_CPU_CAPABILITY", "avx2")
+os.environ.setdefault("MKL_ENABLE_INSTRUCTIONS", "AVX2")
 compiled_kernels = f"torchinductor_{os.getuid()}_{os.environ['ATEN_CPU_CAPABILITY']}"
 os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", os.path.join(tempfile.gettempdir(), compiled_kernels))

@@ -59,7 +59,7 @@ def setup_torch() -> torch.device:
     torch.set_num_threads(env_count(THREADS_ENV, default=1, minimum=1))
     keep_freed_memory()
     # cuBLAS repeats its results only with a fixed workspace (PyTorch's reproducibility notes); it must be set
-    # before CUDA starts. Kernels with no deterministic version (README: on CUDA) warn rather than fail.
+    # before CUDA starts. Kernels with no deterministic version (docs/reproducibility.md) warn rather than fail.
     os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
     torch.use_deterministic_algorithms(True, warn_only=True)
     # Deterministic mode also fills every new uninitialised tensor with NaN, a check for code that reads memory it

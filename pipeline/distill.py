@@ -8,7 +8,7 @@ metric and the baseline per evaluation; losses.tsv) and a grid of held-out sampl
 student's at 1/8, 1/4 and 1/2 of training and at the end). A killed run
 resumes from its last checkpoint when params, teacher samples, code and the number of processes are unchanged
 (`SKDCGN_RESUME=0`: start afresh); a diverging one stops with exit 1, naming the step and keeping that checkpoint.
-`SKDCGN_PROCESSES=N` trains on N data-parallel processes through torchrun (README: several GPUs).
+`SKDCGN_PROCESSES=N` trains on N data-parallel processes through torchrun (docs/scale.md).
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """`dvc repro` with independent stages at once: the default run on every free core.
 
 `dvc repro` runs one stage at a time, and a stage's training uses one CPU thread (more threads on a small student
-made its step slower on a loaded machine, README: threads), so on 2 cores half the machine waited. Here each
+made its step slower on a loaded machine, docs/pipeline.md: threads), so on 2 cores half the machine waited. Here each
 stage is its own `dvc repro --single-item` process, started as soon as every stage upstream of it is done, up to
 `--jobs` at a time. DVC releases its repository lock while a stage's command runs (`--wait-for-lock` waits out
 the short moments it holds it), so the stages, dvc.lock, the cache and the run-cache are exactly what a plain

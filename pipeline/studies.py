@@ -1,7 +1,7 @@
-"""`python -m pipeline.studies`: queue the SKDCGN paper's studies as named DVC experiments (issue 6).
+"""`python -m pipeline.studies`: queue the SKDCGN paper's studies as named DVC experiments.
 
     python -m pipeline.studies                                   # every study on the default (synthetic) teacher
-    python -m pipeline.studies --profile cgn-mnist double_colored -S evaluate.mnist_dir=../shared/data/mnist-test-half
+    python -m pipeline.studies --profile cgn-mnist double_colored
     python -m pipeline.studies --study kl --study masks --dry-run
     python -m pipeline.studies --study pixel --seeds 3                # each variant at seeds 0, 1, 2
     dvc queue start -j 2                                         # then: python -m pipeline.report

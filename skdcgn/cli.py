@@ -144,6 +144,36 @@ def validate(directories: list[Path] = typer.Argument(..., help="Shard dataset f
         typer.echo(f"ok {directory}: {meta['num_samples']} samples")
 
 
+def _groups_help() -> str:
+    from skdcgn.fetch.catalog import CATALOG
+
+    listed = "; ".join(f"{name}: {group.summary}" for name, group in CATALOG.groups.items())
+    return f"Which assets (default: {' '.join(CATALOG.defaults)}). {listed}."
+
+
+@app.command()
+def fetch(
+    groups: Optional[list[str]] = typer.Argument(None, help=_groups_help(), metavar="[GROUP]...",
+                                                 show_default=False),
+    source: Optional[Path] = typer.Option(None, "--from", help="Copy the files from this local folder instead: "
+                                          "any layout, each file found by its name and checked by its sha256."),
+    root: Path = typer.Option(Path("."), help="The project root, under whose folders the files go."),
+    force: bool = typer.Option(False, "--force", help="Replace a file in place whose sha256 is not accepted."),
+) -> None:
+    """Bring the real assets (CGN teachers, MNIST test digits, textures) into their folders, checked by sha256.
+
+    From their public origins, or with --from DIR from a local copy (offline machines). docs/data.md lists them.
+    """
+    from skdcgn.fetch.catalog import FetchError
+    from skdcgn.fetch.fetching import fetch as fetch_assets
+
+    try:
+        report = fetch_assets(root, groups or (), source, force)
+    except FetchError as error:
+        _fail(str(error))
+    typer.echo(report.summary())
+
+
 PASS_THROUGH = {"context_settings": {"allow_extra_args": True, "ignore_unknown_options": True, "help_option_names": []}}
 PROJECT_SCRIPTS = {
     "studies": "Queue the SKDCGN paper's studies as named DVC experiments (skdcgn studies --help).",

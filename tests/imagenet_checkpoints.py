@@ -33,7 +33,7 @@ def released_layout(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
 
 
 def random_state(config: dict, seed: int = 0) -> dict[str, torch.Tensor]:
-    """Random weights that render finite images: the traps of ../shared/specs/cgn-imagenet-teacher.md."""
+    """Random weights that render finite images: the traps of random BigGAN weights (docs/teachers.md)."""
     torch.manual_seed(seed)
     network = CGNImageNetNet(config)
     for biggan in (network.f_shape, network.f_text, network.f_bg):

@@ -9,6 +9,9 @@ import pytest
 
 from imagenet_checkpoints import write_tiny_checkpoint
 
+# The benchmarks' commands, run at small sizes.
+pytestmark = pytest.mark.slow
+
 ROOT = Path(__file__).resolve().parents[1]
 TINY = ["--set", "generate.per_class=8", "--set", "generate.heldout_per_class=2", "--set", "generate.batch_size=16",
         "--set", "generate.shard_size=32", "--set", "compose.n=40", "--set", "compose.batch_size=16",

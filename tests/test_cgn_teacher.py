@@ -29,8 +29,8 @@ TOLERANCE = 2e-3  # the recorded figures are rounded to 1e-4; BLAS differences a
 INSTANCE_NORMS = (2, 7, 12)  # positions in f_shape of the parameter-free norms a strict load cannot see
 
 
-def checkpoint(shared, variant: str):
-    return shared / "teachers" / "cgn-mnist" / f"{variant}_mnist.pth"
+def checkpoint(real_data, variant: str):
+    return real_data.cgn_mnist / f"{variant}_mnist.pth"
 
 
 def cgn(path, variant: str) -> CGNMnistTeacher:
@@ -38,8 +38,8 @@ def cgn(path, variant: str) -> CGNMnistTeacher:
 
 
 @pytest.fixture(scope="module")
-def teachers(shared) -> dict[str, CGNMnistTeacher]:
-    return {v: cgn(checkpoint(shared, v), v) for v in REFERENCE}
+def teachers(real_data) -> dict[str, CGNMnistTeacher]:
+    return {v: cgn(checkpoint(real_data, v), v) for v in REFERENCE}
 
 
 def head_statistics(teacher) -> dict[str, float]:
@@ -63,8 +63,8 @@ def test_heads_match_recorded_statistics(teachers, variant):
 
 
 @pytest.mark.parametrize("position", INSTANCE_NORMS)
-def test_a_missing_instance_norm_is_caught(shared, position):
-    teacher = cgn(checkpoint(shared, "double_colored"), "double_colored")
+def test_a_missing_instance_norm_is_caught(real_data, position):
+    teacher = cgn(checkpoint(real_data, "double_colored"), "double_colored")
     teacher.network.f_shape[position] = torch.nn.Identity()
     assert off_reference(head_statistics(teacher), "double_colored") != {}
 
@@ -76,7 +76,9 @@ def test_outputs_are_deterministic_and_batch_independent(teachers):
         batch = teacher(im, z, y)
         assert torch.equal(batch, teacher(im, z, y))
         alone = torch.cat([teacher(im, z[i:i + 1], y[i:i + 1]) for i in range(len(y))])
-        torch.testing.assert_close(alone, batch, atol=1e-5, rtol=0)
+        # oneDNN blocks a batch of 1 and of 16 differently (1.1e-5 apart on one AVX-512 host, capped at AVX2);
+        # batch statistics leaking in (train-mode BatchNorm) would move values by orders of magnitude more.
+        torch.testing.assert_close(alone, batch, atol=1e-4, rtol=0)
 
 
 def test_value_ranges_and_sizes(teachers):
@@ -96,8 +98,8 @@ def test_identity_names_the_checkpoint_bytes(teachers):
     assert identity["sha256"].startswith("6b178e7c")
 
 
-def test_registry_builds_it_from_its_section_and_leaves_the_others_unread(shared):
-    section = CGNMnistSettings(checkpoint=str(checkpoint(shared, "wildlife")), variant="wildlife")
+def test_registry_builds_it_from_its_section_and_leaves_the_others_unread(real_data):
+    section = CGNMnistSettings(checkpoint=str(checkpoint(real_data, "wildlife")), variant="wildlife")
     teacher = make_teacher(TeacherSettings(kind="cgn-mnist", cgn_mnist=section))
     assert teacher.variant == "wildlife"
     # The synthetic kind never opens the (here absent) checkpoint of the cgn-mnist section.
@@ -105,8 +107,8 @@ def test_registry_builds_it_from_its_section_and_leaves_the_others_unread(shared
     assert make_teacher(TeacherSettings(kind="synthetic", cgn_mnist=unused)).kind == "synthetic"
 
 
-def test_the_teacher_moves_to_a_device_and_gives_the_same_images(teachers, shared, device, tf32_slack):
-    moved = cgn(checkpoint(shared, "double_colored"), "double_colored").to(device)
+def test_the_teacher_moves_to_a_device_and_gives_the_same_images(teachers, real_data, device, tf32_slack):
+    moved = cgn(checkpoint(real_data, "double_colored"), "double_colored").to(device)
     z, y = torch.randn(32, 32, generator=torch.Generator().manual_seed(4)), torch.arange(32) % 10
     for im in IMS:
         out = moved(im, z, y)
@@ -122,8 +124,8 @@ def saved(tmp_path, state) -> str:
 
 
 @pytest.fixture(scope="module")
-def state(shared):
-    return torch.load(checkpoint(shared, "double_colored"), map_location="cpu", weights_only=True)
+def state(real_data):
+    return torch.load(checkpoint(real_data, "double_colored"), map_location="cpu", weights_only=True)
 
 
 def refusal(path, variant="double_colored") -> str:
@@ -153,9 +155,9 @@ def test_another_architecture_is_refused(tmp_path):
     assert "unexpected keys: 0.bias" in message
 
 
-def test_truncated_checkpoint_is_refused(tmp_path, shared):
+def test_truncated_checkpoint_is_refused(tmp_path, real_data):
     path = tmp_path / "truncated.pth"
-    path.write_bytes(checkpoint(shared, "double_colored").read_bytes()[:1_000_000])
+    path.write_bytes(checkpoint(real_data, "double_colored").read_bytes()[:1_000_000])
     assert "not a PyTorch checkpoint" in refusal(path)
 
 
@@ -195,8 +197,8 @@ def test_a_non_tensor_checkpoint_is_refused(tmp_path, state):
     assert "not tensors" in refusal(saved(tmp_path, {"config": {"im": "shape"}, "state_dict": state}))
 
 
-def test_a_published_checkpoint_for_another_variant_is_refused(shared):
-    message = refusal(checkpoint(shared, "wildlife"), variant="colored")
+def test_a_published_checkpoint_for_another_variant_is_refused(real_data):
+    message = refusal(checkpoint(real_data, "wildlife"), variant="colored")
     assert "published wildlife teacher" in message and "'colored'" in message
 
 
@@ -204,7 +206,7 @@ def test_missing_file_says_where_to_get_it(tmp_path):
     assert "teachers/README.md" in refusal(tmp_path / "absent.pth")
 
 
-def test_an_unknown_variant_is_refused_in_one_line(shared):
+def test_an_unknown_variant_is_refused_in_one_line(real_data):
     with pytest.raises(ValueError, match="^variant: 'rainbow' is not allowed; allowed: colored, double_colored, "
                                          "wildlife$"):
-        cgn(checkpoint(shared, "colored"), "rainbow")
+        cgn(checkpoint(real_data, "colored"), "rainbow")

@@ -52,8 +52,8 @@ def test_sample_needs_somewhere_to_write():
     assert result.exit_code == 2 and "nothing to write" in result.output
 
 
-def test_teacher_grid_of_a_real_teacher_and_a_wrong_checkpoint(tmp_path, shared):
-    checkpoint = shared / "teachers" / "cgn-mnist" / "wildlife_mnist.pth"
+def test_teacher_grid_of_a_real_teacher_and_a_wrong_checkpoint(tmp_path, real_data):
+    checkpoint = real_data.cgn_mnist / "wildlife_mnist.pth"
     args = ["teacher-grid", str(tmp_path / "g.png"), "--kind", "cgn-mnist", "--checkpoint", str(checkpoint)]
     ok = runner.invoke(app, [*args, "--variant", "wildlife", "--columns", "2"])
     assert ok.exit_code == 0, ok.output

@@ -21,6 +21,9 @@ from skdcgn.shards.format import encode_images
 from skdcgn.teachers.synthetic import SyntheticTeacher
 from skdcgn.training.divergence import TrainingDiverged
 
+# Whole training runs, resumed and diverging ones among them.
+pytestmark = pytest.mark.slow
+
 IM = "shape"
 
 

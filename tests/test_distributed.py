@@ -20,6 +20,9 @@ from skdcgn.distillation.heldout import heldout_fidelity
 from test_distill_loop import IM, Killed, KillAt, teacher_samples, train
 from test_pipeline import ROOT, TINY, children, digests, run, running, stage_env
 
+# Several training processes at once.
+pytestmark = pytest.mark.slow
+
 STEPS = 20
 
 

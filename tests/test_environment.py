@@ -10,6 +10,7 @@ import sysconfig
 import tomllib
 from pathlib import Path
 
+import pytest
 import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -54,6 +55,7 @@ def test_this_environment_is_the_locked_one():
     assert differ == {}, "locked vs installed"
 
 
+@pytest.mark.slow
 def test_stages_at_the_committed_params_give_the_committed_bytes(tmp_path):
     """The committed dvc.lock is reproducible in this environment, on this CPU: the fast stages, run from
     nothing in a clone of the committed project, write outputs whose hashes are the ones the lock records."""

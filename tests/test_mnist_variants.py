@@ -9,7 +9,6 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from conftest import SHARED
 from skdcgn.mnist.idx import load_mnist_test
 from skdcgn.mnist.variants import (COLORED_NOISE_STD, VARIANTS, Textures, colourise, digit_masks, load_textures,
                                    same_colour)
@@ -21,13 +20,13 @@ CROP, PAD, TEXTURE = 32, 3, 150
 
 
 @pytest.fixture(scope="module")
-def digits() -> torch.Tensor:
-    return load_mnist_test(SHARED / "data" / "mnist-test-half", download=False)[0][:N]
+def digits(real_data) -> torch.Tensor:
+    return load_mnist_test(real_data.mnist, download=False)[0][:N]
 
 
 @pytest.fixture(scope="module")
-def textures() -> Textures:
-    return load_textures(SHARED / "textures")
+def textures(real_data) -> Textures:
+    return load_textures(real_data.textures)
 
 
 def seeded(seed: int = 0) -> torch.Generator:

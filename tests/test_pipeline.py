@@ -17,12 +17,15 @@ import pytest
 import torch
 import yaml
 
-from conftest import SHARED
 from imagenet_checkpoints import write_tiny_checkpoint
 from test_custom_teacher import STRIPES
 from pipeline.profile import merged, nested, overrides
+from skdcgn.mnist.idx import load_mnist_test
 from skdcgn.shards.format import read_meta
 from skdcgn.shards.reading import open_dataset
+
+# Every test here runs DVC stages in a scratch copy of the project.
+pytestmark = pytest.mark.slow
 
 ROOT = Path(__file__).resolve().parents[1]
 PROJECT_FILES = ["skdcgn", "pipeline", "teachers", "dvc.yaml", "params.yaml", ".dvc/config", ".dvc/plots",
@@ -36,9 +39,9 @@ TINY = {
     "evaluate": {"test_size": 60, "epochs": 1},
 }
 # The real double-colored teacher through its profile (profiles/cgn-mnist.yaml), then the tiny sizes, then where
-# the real digits are here: 4,880 test digits leave 120 for the factual set.
+# the real digits are here: all but the first 120 test digits (the factual set) are the test set.
 CGN_CHECKPOINT = "teachers/cgn-mnist/double_colored_mnist.pth"
-CGN_HERE = {"evaluate": {"mnist_dir": str(SHARED / "data" / "mnist-test-half"), "test_size": 4880}}
+CGN_FACTUAL = 120
 STAGES = {f"{stage}@{im}" for stage in ("generate", "distill") for im in ("shape", "texture", "background")}
 STAGES |= {"compose", "reference", "evaluate"}
 DVC_OUTPUTS = {"generate": "data/teacher", "distill": "data/students"}
@@ -99,12 +102,17 @@ def repo(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def cgn_repo(tmp_path_factory, shared) -> Path:
-    """The tiny pipeline on the real double-colored teacher, linked into teachers/ as the README says."""
+def cgn_repo(tmp_path_factory, real_data) -> Path:
+    """The tiny pipeline on the real double-colored teacher, linked into the copy's teachers/."""
     repo = tmp_path_factory.mktemp("cgn-project")
     (repo / CGN_CHECKPOINT).parent.mkdir(parents=True, exist_ok=True)
-    (repo / CGN_CHECKPOINT).symlink_to(shared / "teachers" / "cgn-mnist" / "double_colored_mnist.pth")
-    return tiny_project(repo, CGN_HERE, profile=nested(overrides("cgn-mnist", "double_colored", ROOT)))
+    (repo / CGN_CHECKPOINT).symlink_to(real_data.cgn_mnist / "double_colored_mnist.pth")
+    here = {"evaluate": {"mnist_dir": str(real_data.mnist), "test_size": cgn_test_size(real_data)}}
+    return tiny_project(repo, here, profile=nested(overrides("cgn-mnist", "double_colored", ROOT)))
+
+
+def cgn_test_size(real_data) -> int:
+    return len(load_mnist_test(real_data.mnist, download=False)[1]) - CGN_FACTUAL
 
 
 def metrics(repo: Path) -> dict[str, dict]:
@@ -139,7 +147,7 @@ def test_metrics_show_reports_fidelity_baselines_sizes_and_accuracies(repo):
 
 
 def test_each_student_is_an_artifact_with_a_model_card_whose_example_runs(repo, tmp_path):
-    """A version of a student, tagged as the README says, is fetched by `dvc artifacts get`: the checkpoint and
+    """A version of a student, tagged as docs/getting-started.md says, is fetched by `dvc artifacts get`: the checkpoint and
     its card. The card's figures are the run's own, and its Python example runs as written, from that folder."""
     fetched = tmp_path / "student-shape"
     run(repo, "git", "tag", "-a", "student-shape@v1.0.0", "-m", "student-shape v1.0.0")
@@ -582,7 +590,7 @@ def test_imagenet_evaluation_says_in_the_metrics_that_the_digit_protocol_is_skip
     assert "held-out fidelity" in (out / "index.html").read_text()
 
 
-# A teacher of the user's own (tests/test_custom_teacher.py), in teachers/custom/ as the README says.
+# A teacher of the user's own (tests/test_custom_teacher.py), in teachers/custom/ as docs/teachers.md says.
 CUSTOM = {"teacher": {"kind": "custom", "custom": {"implementation": "teachers.custom.stripes:Stripes",
                                                    "options": {"num_classes": 3, "image_size": 32}}}}
 
@@ -615,14 +623,14 @@ def test_editing_ones_own_teacher_makes_the_stages_it_feeds_out_of_date(custom_r
     assert stale == {"generate@shape", "generate@texture", "generate@background", "reference", "evaluate"}
 
 
-def test_real_teacher_pipeline_runs_on_real_digits(cgn_repo):
+def test_real_teacher_pipeline_runs_on_real_digits(cgn_repo, real_data):
     assert stages_run((cgn_repo / "first_repro.log").read_text()) == STAGES
     files = metrics(cgn_repo)
     shape = files["data/metrics/students/shape/live/metrics.json"]
     assert shape["parameters"] == {"student": shape["parameters"]["student"], "teacher": 194_914}
     assert shape["parameters"]["student"] < 194_914
     reference = files["data/reference/metrics.json"]
-    assert reference["test_size"] == 4880 and reference["train_size"]["factual"] == 120
+    assert reference["test_size"] == cgn_test_size(real_data) and reference["train_size"]["factual"] == CGN_FACTUAL
     assert {"accuracy", "accuracy_same_colour"} <= set(files["data/evaluate/metrics.json"]["student"])
     for grid in ("data/reference/grids/grid.png", "data/reference/grids/test_grid.png",
                  "data/metrics/counterfactuals/grid.png"):
@@ -670,11 +678,11 @@ def test_a_wrong_checkpoint_stops_generate_with_one_line_and_touches_nothing(cgn
     assert wrong.name in refusal(cgn_repo, "teacher.cgn-mnist.checkpoint", wrong.name, "pipeline.generate", "shape")
 
 
-def test_unusable_mnist_folder_stops_reference_with_one_line_and_touches_nothing(cgn_repo, shared):
+def test_unusable_mnist_folder_stops_reference_with_one_line_and_touches_nothing(cgn_repo, real_data):
     folder = cgn_repo / "broken-mnist"
     folder.mkdir()
     for name in ("t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz"):
-        source = (shared / "data" / "mnist-test-half" / name).read_bytes()
+        source = (real_data.mnist / name).read_bytes()
         (folder / name).write_bytes(source[: len(source) // 2])  # truncated: no network is needed to refuse it
     line = refusal(cgn_repo, "evaluate.mnist_dir", folder.name, "pipeline.reference")
     assert "broken-mnist" in line and "t10k-images-idx3-ubyte" in line

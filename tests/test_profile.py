@@ -23,9 +23,10 @@ def test_cgn_profile_points_at_the_variants_teacher(variant):
 
 def test_a_variants_own_settings_apply_to_that_variant_alone():
     """Wildlife's texture and background students start at 8x8, as the teacher's heads do, and add the
-    adversarial and feature terms; colored's texture student adds them too; every shape student has them (README:
-    "How real the counterfactuals look"); every other student keeps the default widths and the pixel loss alone
-    (README: "Measured on the real teachers", studies)."""
+    adversarial and feature terms; colored's texture student adds them too; every shape student has them
+    (docs/studies.md: "How real the counterfactuals look"); every other student keeps the default widths and the
+    pixel loss alone
+    (docs/teachers.md, docs/studies.md)."""
     wildlife, colored, double = (overrides("cgn-mnist", variant, ROOT)
                                  for variant in ("wildlife", "colored", "double_colored"))
     assert wildlife["ims.texture.student_widths"] == wildlife["ims.background.student_widths"] == [64, 64, 32]

@@ -5,7 +5,6 @@ import os
 import pytest
 import torch
 
-from conftest import SHARED
 from pipeline.downstream import alongside
 from skdcgn.evaluation.protocol import Classifier, factual_set, real_vs_counterfactual
 from skdcgn.mnist.digit_cnn import DigitCNN
@@ -16,22 +15,34 @@ from skdcgn.settings.evaluate import EvaluateSettings
 from skdcgn.mnist.palette import BACKGROUND_RGB, as_unit_range
 from skdcgn.teachers.synthetic import SyntheticTeacher
 
-MNIST = SHARED / "data" / "mnist-test-half"
+TEST_SIZE = 3000
 
 
 @pytest.fixture(scope="module")
-def sets():
-    return mnist_sets(MNIST, "double_colored", 3000, seed=0)
+def mnist(real_data):
+    return real_data.mnist
 
 
-def test_factual_and_test_parts_are_disjoint_and_complete(sets):
+@pytest.fixture(scope="module")
+def split(mnist) -> tuple[torch.Tensor, torch.Tensor]:
+    """All the split's digits: the full test split or its first 5,000, whichever was fetched."""
+    return load_mnist_test(mnist, download=False)
+
+
+@pytest.fixture(scope="module")
+def sets(mnist):
+    return mnist_sets(mnist, "double_colored", TEST_SIZE, seed=0)
+
+
+def test_factual_and_test_parts_are_disjoint_and_complete(sets, split):
     factual, test = sets
-    digits, labels = load_mnist_test(MNIST, download=False)
-    assert len(factual.labels) == 2000 and len(test.labels) == 3000
+    digits, labels = split
+    n_factual = len(labels) - TEST_SIZE
+    assert len(factual.labels) == n_factual and len(test.labels) == TEST_SIZE
     assert torch.equal(torch.cat([factual.labels, test.labels]), labels)
-    # Each image's digit pixels are exactly the mask of its own digit: the first 2,000 digits are factual, the
-    # rest test. (Same-colour images are left out: there digit and background differ only by noise.)
-    for part, own in ((factual, digits[:2000]), (test, digits[2000:])):
+    # Each image's digit pixels are exactly the mask of its own digit: the first digits are factual, the last
+    # TEST_SIZE test. (Same-colour images are left out: there digit and background differ only by noise.)
+    for part, own in ((factual, digits[:n_factual]), (test, digits[n_factual:])):
         keep = ~part.hard
         painted = (part.images != part.images[:, :, :1, :1]).any(dim=1, keepdim=True).float()
         assert torch.equal(painted[keep], digit_masks(own)[keep])
@@ -46,17 +57,18 @@ def test_factual_background_follows_the_label_and_test_background_does_not(sets)
     assert 0.05 < agrees.float().mean() < 0.15  # random colours: about one in ten by chance
 
 
-def test_colours_are_frozen_by_the_seed(sets):
-    again = mnist_sets(MNIST, "double_colored", 3000, seed=0)
+def test_colours_are_frozen_by_the_seed(sets, mnist):
+    again = mnist_sets(mnist, "double_colored", TEST_SIZE, seed=0)
     assert all(torch.equal(a.images, b.images) for a, b in zip(sets, again))
-    other = mnist_sets(MNIST, "double_colored", 3000, seed=1)
+    other = mnist_sets(mnist, "double_colored", TEST_SIZE, seed=1)
     assert not torch.equal(other[1].images, sets[1].images)
 
 
-def test_blurred_real_masks_change_the_edges_and_keep_digits_and_colours(sets):
-    blurred = mnist_sets(MNIST, "double_colored", 3000, seed=0, mask_blur=0.45)
-    digits, _ = load_mnist_test(MNIST, download=False)
-    for part, soft, own in zip(sets, blurred, (digits[:2000], digits[2000:])):
+def test_blurred_real_masks_change_the_edges_and_keep_digits_and_colours(sets, mnist, split):
+    blurred = mnist_sets(mnist, "double_colored", TEST_SIZE, seed=0, mask_blur=0.45)
+    digits, _ = split
+    n_factual = len(digits) - TEST_SIZE
+    for part, soft, own in zip(sets, blurred, (digits[:n_factual], digits[n_factual:])):
         assert torch.equal(part.labels, soft.labels) and torch.equal(part.hard, soft.hard)
         change = (digit_masks(own, blur=0.45) - digit_masks(own)).abs()
         unchanged = (change == 0).expand_as(part.images)
@@ -72,9 +84,10 @@ def test_same_colour_part_is_about_a_tenth(sets):
     assert hard is not None and 0.07 < hard.float().mean() < 0.13
 
 
-def test_test_size_must_leave_a_factual_part():
-    with pytest.raises(ValueError, match="allowed: 1..4999"):
-        mnist_sets(MNIST, "double_colored", 5000, seed=0)
+def test_test_size_must_leave_a_factual_part(mnist, split):
+    every = len(split[1])
+    with pytest.raises(ValueError, match=f"allowed: 1..{every - 1}"):
+        mnist_sets(mnist, "double_colored", every, seed=0)
 
 
 def test_a_classifier_tells_obvious_counterfactuals_from_real_images_and_not_real_from_real():

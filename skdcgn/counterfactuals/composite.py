@@ -41,8 +41,8 @@ def render_all(mechanisms: dict[str, Mechanism], inputs: dict, chunk: int = 100,
                shifts: dict[str, torch.Tensor] | None = None, changes: MaskChanges = MaskChanges(),
                device: torch.device | str = "cpu") -> torch.Tensor:
     """All composites of `inputs`; `changes` without random draws only (the teacher's denoised masks). Chunks of
-    100: on a CPU, larger batches' activations outgrow the cache and the reused heap (README: batch sizes on a
-    CPU) and take up to twice as long, for the same bytes."""
+    100: on a CPU, larger batches' activations outgrow the cache and the reused heap (docs/pipeline.md: batch
+    sizes on a CPU) and take up to twice as long, for the same bytes."""
     if changes.drawn:
         raise ValueError("render_all takes no per-counterfactual mask draws; use render with draws")
     n = len(inputs["shape"][1])

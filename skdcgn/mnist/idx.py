@@ -1,39 +1,34 @@
 """The real MNIST test split, read from a folder in the standard IDX layout (plain or gzipped files).
 
 The CGN teachers are evaluated on datasets built from real MNIST digits, so these have to come from the real
-files: either already in the folder (a shared read-only copy, or one downloaded before) or downloaded from
-torchvision's mirrors. Reading goes through torchvision's own IDX reader so the parsing is the one every MNIST
-user gets; this module only adds what that reader lacks: .gz support without touching the data folder,
-atomic md5-checked downloads, and one readable error instead of an assert or a view() failure.
+files: either already in the folder (put there by `skdcgn fetch`, or downloaded before) or downloaded by the
+project's one downloader (skdcgn.fetch: torchvision's mirrors, sha256-checked, atomic). Reading goes through
+torchvision's own IDX reader so the parsing is the one every MNIST user gets; this module only adds what that
+reader lacks: .gz support without touching the data folder, and one readable error instead of an assert or a
+view() failure.
 """
 
 from __future__ import annotations
 
 import gzip
-import hashlib
-import http.client
 import shutil
 import tempfile
-import urllib.request
 from pathlib import Path
-from typing import BinaryIO, Callable
+from typing import Callable
 
 import torch
 
-from skdcgn.utils.atomic import atomic_file
-from skdcgn.utils.progress import Advance, progress
+from skdcgn.fetch import catalog
+from skdcgn.fetch.catalog import FetchError
+from skdcgn.fetch.fetching import fetch_files
 
 MNIST_TEST_FILES = ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")
 DIGIT_SIZE = 28
 NUM_CLASSES = 10
-DOWNLOAD_TIMEOUT_S = 30.0
-_CHUNK_BYTES = 1 << 16
 # What a corrupt or truncated file makes gzip or torchvision's reader raise: EOFError / BadGzipFile (an OSError)
 # from gzip; AssertionError (bad header), RuntimeError (data length not matching the header's shape), and
 # TypeError / ValueError (wrong dtype or rank) from the reader; KeyError (unknown type code) when asserts are off.
 _CORRUPT_FILE_ERRORS = (AssertionError, EOFError, KeyError, OSError, RuntimeError, TypeError, ValueError)
-# urllib raises URLError and socket timeouts (both OSError); a connection cut mid-body raises IncompleteRead.
-_DOWNLOAD_ERRORS = (OSError, RuntimeError, http.client.HTTPException)
 
 
 class MnistUnavailable(RuntimeError):
@@ -50,8 +45,8 @@ def load_mnist_test(folder: Path, download: bool = True) -> tuple[torch.Tensor, 
     missing = [name for name in MNIST_TEST_FILES if _find(folder, name) is None]
     if missing and not download:
         raise _unavailable(folder, f"{' and '.join(missing)} absent and download disabled")
-    for name in missing:
-        _download(folder, f"{name}.gz")
+    if missing:
+        _download(folder, missing)
     # torchvision takes ~2 s to import: only stages that read real digits pay for it.
     from torchvision.datasets.mnist import read_image_file, read_label_file
 
@@ -106,35 +101,12 @@ def _check_consistent(folder: Path, digits: torch.Tensor, labels: torch.Tensor) 
         raise _unavailable(folder, f"labels outside 0..{NUM_CLASSES - 1}")
 
 
-def _download(folder: Path, gz_name: str) -> None:
-    """Fetch one file from the first mirror that serves it with torchvision's md5."""
-    from torchvision.datasets.mnist import MNIST
-
-    md5 = dict(MNIST.resources)[gz_name]
-    folder.mkdir(parents=True, exist_ok=True)
-    failures = []
-    for mirror in MNIST.mirrors:
-        url = f"{mirror}{gz_name}"
-        try:
-            with urllib.request.urlopen(url, timeout=DOWNLOAD_TIMEOUT_S) as response, \
-                    progress(f"download {url} (bytes)", int(response.headers.get("Content-Length") or 0),
-                             every=16 * _CHUNK_BYTES) as advance:
-                _save_verified(response, folder / gz_name, md5, advance)
-            return
-        except _DOWNLOAD_ERRORS as error:
-            failures.append(f"{url}: {_describe(error)}")
-    raise _unavailable(folder, f"download of {gz_name} failed (offline?): {'; '.join(failures)}")
-
-
-def _save_verified(source: BinaryIO, target: Path, md5: str, advance: Advance) -> None:
-    """Stream to a hidden sibling and rename only once complete and md5-checked: a download cut short (network,
-    Ctrl-C, md5 mismatch) never leaves a file that a later run would take for complete."""
-    with atomic_file(target) as partial:
-        digest = hashlib.md5(usedforsecurity=False)
-        with open(partial, "wb") as sink:
-            for chunk in iter(lambda: source.read(_CHUNK_BYTES), b""):
-                digest.update(chunk)
-                sink.write(chunk)
-                advance(len(chunk))
-        if digest.hexdigest() != md5:
-            raise RuntimeError(f"md5 {digest.hexdigest()} instead of {md5}")
+def _download(folder: Path, names: list[str]) -> None:
+    """The missing files, gzipped, as `skdcgn fetch mnist` brings them, but into `folder`. The catalog is looked
+    up at each call, so that a test can serve it from a local mirror."""
+    wanted = {f"{name}.gz" for name in names}
+    assets = [asset for asset in catalog.CATALOG.groups["mnist"].assets if asset.name in wanted]
+    try:
+        fetch_files([(folder / asset.name, asset) for asset in assets])
+    except FetchError as error:
+        raise _unavailable(folder, f"download failed: {error}") from None

@@ -1,5 +1,5 @@
 """Is a dataset on disk whole? Every shard checked against the manifest, because WebDataset, tarfile and
-`tar tf` all accept a truncated tar without a word (../shared/specs/dvc-webdataset-notes.md)."""
+`tar tf` all accept a truncated tar without a word."""
 
 from __future__ import annotations
 

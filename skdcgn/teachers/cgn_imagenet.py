@@ -1,7 +1,7 @@
 """The ImageNet CGN (Sauer & Geiger, ICLR 2021) as a black-box teacher: one BigGAN-deep-256 per mechanism and a
 U2-Net that turns the shape BigGAN's output into a mask.
 
-Facts (../shared/specs/cgn-imagenet-teacher.md): the checkpoint `cgn.pth` holds `f_shape`, `f_text`, `f_bg`
+Facts (docs/teachers.md): the checkpoint `cgn.pth` holds `f_shape`, `f_text`, `f_bg`
 (602 keys each), `u2net` (798) and `biggan_GT` (only used to train the CGN: skipped here), possibly under a
 `module.` prefix. Each mechanism takes its own (u, y) where the CGN feeds one u to all three, because each
 student learns one mechanism. `truncation` is both the scale of the noise (drawn by whoever calls the teacher,

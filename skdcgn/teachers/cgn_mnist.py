@@ -6,7 +6,7 @@ global RNG, so the same inputs give different images. We call each head directly
 (u, y) instead, in eval mode, and leave the shift to composition (`counterfactuals.inputs.cyclic_shift`), where
 it is applied alike to teacher and student textures.
 
-Layout facts (../shared/specs/cgn-mnist-teacher.md): every head reads cat([u (32), label_emb[y] (10)]); the
+Layout facts (docs/teachers.md): every head reads cat([u (32), label_emb[y] (10)]); the
 shape head has three parameter-free InstanceNorms that a strict state-dict load cannot notice when missing, which
 is why tests compare its outputs with recorded statistics.
 """
